@@ -1,0 +1,257 @@
+"""`unpaired`: the one command line in front of training, evaluation and (later) serving.
+
+Human-readable output goes to stderr; `--json` prints exactly one JSON object on stdout.
+Errors a user can cause print one clear line and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="unpaired",
+    help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): data, training, evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="Built-in synthetic domain pairs.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+err = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that describe a mistake the user can fix (message, no traceback)."""
+    from models import IncompatibleCheckpointError, UnknownModelError
+    from models.imaging import ImageDecodeError
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.folder_data import DatasetError
+
+    return (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        ImageDecodeError,
+        UnknownModelError,
+        IncompatibleCheckpointError,
+        FileNotFoundError,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the built-in synthetic domain pairs."""
+    from training.synthetic import PAIRS
+
+    if as_json:
+        print_json(
+            {
+                "datasets": [
+                    {"name": p.name, "A": p.domain_a, "B": p.domain_b, "description": p.description}
+                    for p in PAIRS.values()
+                ]
+            }
+        )
+        return
+    table = Table("name", "A", "B", "description")
+    for p in PAIRS.values():
+        table.add_row(p.name, p.domain_a, p.domain_b, p.description)
+    err.print(table)
+
+
+@datasets_app.command("make")
+def datasets_make(
+    name: Annotated[str, typer.Argument(help="built-in pair, see `unpaired datasets list`")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write (created)")],
+    size: Annotated[int, typer.Option(min=8)] = 64,
+    n_train: Annotated[int, typer.Option("--n-train", min=1)] = 1000,
+    n_test: Annotated[int, typer.Option("--n-test", min=1)] = 200,
+    seed: int = 0,
+) -> None:
+    """Write NAME as trainA/ trainB/ testA/ testB/ plus ground truth testA_to_B/ testB_to_A/."""
+    from training.make_dataset import write_synthetic_dataset
+
+    with user_errors():
+        counts = write_synthetic_dataset(
+            name, out, size=size, n_train=n_train, n_test=n_test, seed=seed
+        )
+    err.print(f"wrote {name} to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    dataroot: Annotated[Path | None, typer.Option(help="folder with trainA/ and trainB/")] = None,
+    dataset: Annotated[str | None, typer.Option(help="built-in synthetic pair")] = None,
+    model: Annotated[str | None, typer.Option(help="cyclegan | discogan")] = None,
+    size: Annotated[int | None, typer.Option(help="training crop side")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="continue the run in this directory from its checkpoint")
+    ] = None,
+    generator: Annotated[str | None, typer.Option(help="e.g. resnet_9blocks, unet_256")] = None,
+    discriminator: Annotated[str | None, typer.Option(help="basic | n_layers | pixel")] = None,
+    ngf: Annotated[int | None, typer.Option()] = None,
+    ndf: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    amp: Annotated[str | None, typer.Option(help="none | bf16 | fp16")] = None,
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last")
+    ] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="any config option: --set lambda_cycle=5 (repeatable)"),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train a CycleGAN or DiscoGAN on a folder dataset or a built-in synthetic pair."""
+    from training.config import check_resume_compatible, load_config, parse_set_options
+    from training.trainer import TrainingInterrupted
+    from training.trainer import train as run_training
+
+    flags: dict[str, Any] = {
+        "dataroot": dataroot,
+        "dataset": dataset,
+        "model": model,
+        "size": size,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "out": out,
+        "generator": generator,
+        "discriminator": discriminator,
+        "ngf": ngf,
+        "ndf": ndf,
+        "lr": lr,
+        "device": device,
+        "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile,
+        "threads": threads,
+        "seed": seed,
+        "checkpoint_every": checkpoint_every,
+    }
+    with user_errors():
+        flags.update(parse_set_options(set_ or []))
+        if resume is not None:
+            from training.checkpoint import CONFIG_FILE, latest_checkpoint
+
+            saved = load_config(latest_checkpoint(resume) / CONFIG_FILE)
+            requested = {k: v for k, v in flags.items() if v is not None}
+            requested.setdefault("out", resume)
+            if config is not None:
+                requested = {**load_config_file_values(config), **requested}
+            cfg = check_resume_compatible(saved, requested)
+        else:
+            cfg = load_config(config, flags)
+        err.print(
+            f"{'resuming' if resume else 'training'} {cfg.model} "
+            f"({cfg.generator} / {cfg.discriminator}) on {cfg.dataset or cfg.dataroot} "
+            f"-> {cfg.out}",
+            highlight=False,
+        )
+        try:
+            result = run_training(cfg, resume=resume is not None, progress=progress)
+        except TrainingInterrupted as stop:
+            err.print(
+                f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}. "
+                f"Continue with: unpaired train --resume {cfg.out}",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    err.print(f"done: step {result.step}, checkpoint {result.checkpoint}", highlight=False)
+
+
+def load_config_file_values(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from training.config import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a training run directory")],
+    dataroot: Annotated[
+        Path | None, typer.Option(help="folder with testA/ testB/ and testA_to_B/ testB_to_A/")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="built-in pair, test split on the fly")
+    ] = None,
+    n_test: Annotated[int, typer.Option("--n-test", min=1)] = 200,
+    device: Annotated[str, typer.Option()] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """PSNR / SSIM of G(x) against the ground truth, both directions, next to the identity
+    baseline (x itself against the truth)."""
+    from training.evaluate import evaluate_run
+
+    with user_errors():
+        result = evaluate_run(
+            run_dir, dataroot=dataroot, dataset=dataset, n_test=n_test, device=device
+        )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table = Table("direction", "n", "PSNR", "SSIM", "baseline PSNR", "baseline SSIM", "gain dB")
+    for direction, s in result.directions.items():
+        table.add_row(
+            direction,
+            str(s.n),
+            f"{s.psnr:.2f}",
+            f"{s.ssim:.3f}",
+            f"{s.baseline_psnr:.2f}",
+            f"{s.baseline_ssim:.3f}",
+            f"{s.gain_db:+.2f}",
+        )
+    err.print(f"{result.run_dir} (step {result.step})", highlight=False)
+    err.print(table)

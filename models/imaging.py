@@ -1,0 +1,292 @@
+"""The single image convention shared by training, export and the inference service.
+
+Every image that enters a network goes through :func:`to_rgb` (orientation and mode handled on
+purpose, never by PIL's defaults) and :func:`image_to_tensor`; every image that leaves one goes
+through :func:`tensor_to_image`. Keeping these in one place means a model trained on folder
+data sees exactly what the service feeds it. This lives in ``models`` because the service may
+import ``models`` but never ``training``.
+
+Tensor convention: float32, channels first, RGB, values in [-1, 1] with ``x / 127.5 - 1``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageDecodeError",
+    "UnsupportedImageError",
+    "array_to_tensor",
+    "decode_image_bytes",
+    "image_to_tensor",
+    "is_image_file",
+    "load_image",
+    "split_alpha",
+    "tensor_to_array",
+    "tensor_to_image",
+    "to_rgb",
+]
+
+#: Lower-case suffixes (with the dot, as ``Path.suffix`` gives them) treated as images when
+#: scanning folders; compare with ``path.suffix.lower()``.
+IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+    }
+)
+
+Background = tuple[int, int, int]
+WHITE: Final[Background] = (255, 255, 255)
+
+# Modes PIL converts to RGB correctly on its own (real colour-space conversions, or dropping a
+# padding channel); everything else is handled explicitly below.
+_PIL_COLOUR_MODES: Final = frozenset({"L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
+_INT16_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_INT32_MAX: Final = 2**31 - 1
+
+# What PIL and its plugins raise on broken, truncated, hostile or unknown files.
+_DECODE_ERRORS: Final = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+class UnsupportedImageError(ValueError):
+    """The image decoded, but its pixel mode has no well-defined RGB meaning here."""
+
+
+class ImageDecodeError(ValueError):
+    """A file could not be read as an image; names the file so users can find and fix it."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[Path, str]]:
+        # Default exception pickling replays args (the formatted message) into __init__.
+        return (type(self), (self.path, self.reason))
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a path's suffix is one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --- mode handling --------------------------------------------------------------------------
+
+
+def _gray_to_rgb(gray: npt.NDArray[np.uint8]) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(gray)).convert("RGB")
+
+
+def _int_to_rgb(img: Image.Image) -> Image.Image:
+    """16/32-bit integer grayscale -> 8 bits by the type's range, not PIL's clipping to 255.
+
+    16-bit modes map [0, 65535] onto [0, 255] with ``round(v / 257)`` (so 8-bit data widened by
+    ``v * 257`` comes back exactly). Mode ``I`` (int32) is how PIL has historically delivered
+    16-bit PNG/TIFF/PGM data, so values that all fit in [0, 65535] get the 16-bit rule; other
+    ``I`` images are clipped at 0 and scaled by the int32 maximum.
+    """
+    values = np.asarray(img).astype(np.float64)
+    if img.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+        scaled = np.clip(values, 0, _INT32_MAX) * (255.0 / _INT32_MAX)
+    else:
+        scaled = values / 257.0
+    return _gray_to_rgb(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def _float_to_rgb(img: Image.Image) -> Image.Image:
+    """Float grayscale: data with max <= 1 is taken as [0, 1] (scaled by 255), else as [0, 255].
+
+    Values outside the chosen range are clipped; NaN becomes 0 (black).
+    """
+    values = np.nan_to_num(np.asarray(img).astype(np.float64), nan=0.0)
+    if values.size == 0 or values.max() <= 1.0:
+        values = np.clip(values, 0.0, 1.0) * 255.0
+    else:
+        values = np.clip(values, 0.0, 255.0)
+    return _gray_to_rgb(np.rint(values).astype(np.uint8))
+
+
+def _colour_to_rgb(img: Image.Image) -> Image.Image:
+    """Convert an image without an alpha channel to RGB, choosing the rule per mode."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode in _PIL_COLOUR_MODES:
+        return img.convert("RGB")
+    if mode in _INT16_MODES or mode == "I":
+        return _int_to_rgb(img)
+    if mode == "F":
+        return _float_to_rgb(img)
+    raise UnsupportedImageError(f"unsupported image mode {mode!r}")
+
+
+def _unpremultiply_la(img: Image.Image) -> Image.Image:
+    """Premultiplied ``La`` -> straight ``LA`` (luminance ``round(l * 255 / a)``, 0 where a = 0)."""
+    la = np.asarray(img).astype(np.float64)
+    lum, alpha = la[..., 0], la[..., 1]
+    straight = np.where(alpha > 0, lum * 255.0 / np.maximum(alpha, 1.0), 0.0)
+    lum8 = np.clip(np.rint(straight), 0, 255).astype(np.uint8)
+    return Image.merge("LA", (Image.fromarray(lum8), Image.fromarray(la[..., 1].astype(np.uint8))))
+
+
+def _split_oriented(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Separate colour (as RGB, not composited) from alpha, for an already oriented image."""
+    if img.mode in ("P", "L", "RGB", "1") and "transparency" in img.info:
+        img = img.convert("RGBA")  # palette / colour-key transparency becomes a real alpha
+    elif img.mode in ("PA", "RGBa"):
+        img = img.convert("RGBA")  # resolve the palette / undo premultiplication
+    elif img.mode == "La":
+        img = _unpremultiply_la(img)  # PIL cannot convert La at all
+    if img.mode == "RGBA":
+        return img.convert("RGB"), img.getchannel("A")
+    if img.mode == "LA":
+        return img.getchannel("L").convert("RGB"), img.getchannel("A")
+    return _colour_to_rgb(img), None
+
+
+def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """EXIF-orient, then return (RGB colour channels, alpha as mode ``L``, or None).
+
+    The colour part is NOT composited, so a service can translate it and reattach the alpha
+    untouched. Images without transparency return None for alpha.
+    """
+    return _split_oriented(ImageOps.exif_transpose(img))
+
+
+def _check_background(background: Background) -> Background:
+    if len(background) != 3 or any(not 0 <= int(c) <= 255 for c in background):
+        raise ValueError(f"background must be three ints in [0, 255], got {background!r}")
+    r, g, b = (int(c) for c in background)
+    return (r, g, b)
+
+
+def _composite(colour: Image.Image, alpha: Image.Image, background: Background) -> Image.Image:
+    """Blend ``colour`` over a flat background: ``round((c * a + bg * (255 - a)) / 255)``."""
+    c = np.asarray(colour, dtype=np.float64)
+    a = np.asarray(alpha, dtype=np.float64)[..., None]
+    bg = np.asarray(background, dtype=np.float64)
+    out = np.rint((c * a + bg * (255.0 - a)) / 255.0)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def to_rgb(img: Image.Image, *, background: Background = WHITE) -> Image.Image:
+    """Return an 8-bit RGB copy of ``img``, EXIF-oriented, with each mode converted on purpose.
+
+    - ``RGB`` as is; ``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX`` via PIL.
+    - Transparency (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, ``P``/``L``/``RGB`` with a
+      ``transparency`` key) is alpha-composited over ``background``.
+    - ``I;16*``: ``round(v / 257)``; ``I``: the same when values fit 16 bits, else scaled by
+      the int32 maximum; ``F``: [0, 1] if max <= 1 else [0, 255], clipped (see helpers).
+    - Anything else raises :class:`UnsupportedImageError`.
+    """
+    bg = _check_background(background)
+    colour, alpha = split_alpha(img)
+    if alpha is None:
+        return colour
+    return _composite(colour, alpha, bg)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _decode(
+    source: str | os.PathLike[str] | io.BytesIO, name: str | os.PathLike[str]
+) -> Image.Image:
+    try:
+        with Image.open(source) as img:
+            img.load()  # decode everything now, so truncated files fail here and not later
+            return to_rgb(img)
+    except UnsupportedImageError as exc:
+        raise ImageDecodeError(name, str(exc)) from exc
+    except _DECODE_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ImageDecodeError(name, f"{reason} ({type(exc).__name__})") from exc
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open, fully decode and :func:`to_rgb` a file; any failure is an :class:`ImageDecodeError`."""
+    return _decode(path, path)
+
+
+def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> Image.Image:
+    """Like :func:`load_image` for in-memory data (uploads); ``name`` labels errors."""
+    return _decode(io.BytesIO(data), name)
+
+
+# --- tensors --------------------------------------------------------------------------------
+
+
+def array_to_tensor(array: npt.NDArray[np.uint8]) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` / ``(N, H, W, 3)`` -> float32 ``(3, H, W)`` / ``(N, 3, H, W)``, [-1, 1]
+
+    This is the only place the forward value mapping ``x / 127.5 - 1`` is written.
+    """
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
+        raise ValueError(
+            f"expected a uint8 array of shape (H, W, 3) or (N, H, W, 3), "
+            f"got {array.dtype} {array.shape}"
+        )
+    # np.require copies read-only arrays (e.g. from PIL), which torch cannot share safely.
+    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+    return (tensor.to(torch.float32) / 127.5 - 1.0).movedim(-1, -3).contiguous()
+
+
+def tensor_to_array(tensor: torch.Tensor) -> npt.NDArray[np.uint8]:
+    """float ``(3, H, W)`` / ``(N, 3, H, W)`` in [-1, 1] -> uint8 ``(H, W, 3)`` / ``(N, H, W, 3)``.
+
+    Clamped and rounded to nearest (``((t.clamp(-1, 1) + 1) * 127.5).round()``), so it is the
+    exact inverse of :func:`array_to_tensor` on uint8 data. NaN maps to 0 (mid grey).
+    """
+    if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
+        raise ValueError(
+            f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(tensor.shape)}"
+        )
+    t = torch.nan_to_num(tensor.detach().to("cpu", torch.float32), nan=0.0)
+    values = ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return values.movedim(-3, -1).contiguous().numpy()
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB uint8 image -> float32 ``(3, H, W)`` in [-1, 1]; other modes go via :func:`to_rgb`."""
+    if img.mode != "RGB":
+        raise ValueError(
+            f"expected an RGB image, got mode {img.mode!r}; convert it with models.imaging.to_rgb"
+        )
+    return array_to_tensor(np.asarray(img))
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """float ``(3, H, W)`` in [-1, 1] -> RGB uint8 image (see :func:`tensor_to_array`)."""
+    if tensor.ndim != 3:
+        raise ValueError(f"expected a tensor of shape (3, H, W), got {tuple(tensor.shape)}")
+    return Image.fromarray(tensor_to_array(tensor))

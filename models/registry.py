@@ -1,0 +1,183 @@
+"""Build networks by name, so configs and CLIs can choose an architecture with a string.
+
+Names follow upstream CycleGAN's `--netG` / `--netD` choices, plus 'discogan'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from torch import nn
+
+from models.discogan import DiscoDiscriminator, DiscoGenerator
+from models.init import init_weights
+from models.patchgan import NLayerDiscriminator, PixelDiscriminator
+from models.resnet import ResnetGenerator
+from models.unet import UnetGenerator
+
+
+class UnknownModelError(ValueError):
+    """An architecture name that is not registered; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class _GeneratorArgs:
+    input_nc: int
+    output_nc: int
+    ngf: int
+    norm: str
+    use_dropout: bool
+
+
+@dataclass(frozen=True)
+class _DiscriminatorArgs:
+    input_nc: int
+    ndf: int
+    n_layers: int | None  # None: the architecture's own default
+    norm: str
+
+
+A = TypeVar("A")
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[A]):
+    build: Callable[[A], nn.Module]
+    default_norm: str  # what the architecture's paper uses
+    input_multiple: int = 1  # input sides must be a multiple of this (2 ** downsamplings)
+
+
+def _resnet(n_blocks: int) -> Callable[[_GeneratorArgs], nn.Module]:
+    def build(a: _GeneratorArgs) -> nn.Module:
+        return ResnetGenerator(
+            a.input_nc,
+            a.output_nc,
+            ngf=a.ngf,
+            norm=a.norm,
+            use_dropout=a.use_dropout,
+            n_blocks=n_blocks,
+        )
+
+    return build
+
+
+def _unet(num_downs: int) -> Callable[[_GeneratorArgs], nn.Module]:
+    def build(a: _GeneratorArgs) -> nn.Module:
+        return UnetGenerator(
+            a.input_nc, a.output_nc, num_downs, ngf=a.ngf, norm=a.norm, use_dropout=a.use_dropout
+        )
+
+    return build
+
+
+def _disco_generator(a: _GeneratorArgs) -> nn.Module:
+    if a.use_dropout:
+        raise ValueError("the 'discogan' generator has no dropout; pass use_dropout=False")
+    return DiscoGenerator(a.input_nc, a.output_nc, ngf=a.ngf, norm=a.norm)
+
+
+def _basic_d(a: _DiscriminatorArgs) -> nn.Module:
+    if a.n_layers not in (None, 3):
+        raise ValueError(
+            f"'basic' is the 3-layer (70x70) PatchGAN; got n_layers={a.n_layers}. "
+            "Use the 'n_layers' discriminator to choose the depth."
+        )
+    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=3, norm=a.norm)
+
+
+def _n_layers_d(a: _DiscriminatorArgs) -> nn.Module:
+    n_layers = 3 if a.n_layers is None else a.n_layers
+    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=n_layers, norm=a.norm)
+
+
+def _pixel_d(a: _DiscriminatorArgs) -> nn.Module:
+    return PixelDiscriminator(a.input_nc, ndf=a.ndf, norm=a.norm)
+
+
+def _disco_d(a: _DiscriminatorArgs) -> nn.Module:
+    n_layers = 4 if a.n_layers is None else a.n_layers
+    return DiscoDiscriminator(a.input_nc, ndf=a.ndf, n_layers=n_layers, norm=a.norm)
+
+
+_GENERATORS: dict[str, _Entry[_GeneratorArgs]] = {
+    "resnet_9blocks": _Entry(_resnet(9), "instance", input_multiple=4),
+    "resnet_6blocks": _Entry(_resnet(6), "instance", input_multiple=4),
+    "unet_128": _Entry(_unet(7), "instance", input_multiple=2**7),
+    "unet_256": _Entry(_unet(8), "instance", input_multiple=2**8),
+    "discogan": _Entry(_disco_generator, "batch", input_multiple=2**4),
+}
+_DISCRIMINATORS: dict[str, _Entry[_DiscriminatorArgs]] = {
+    "basic": _Entry(_basic_d, "instance"),
+    "n_layers": _Entry(_n_layers_d, "instance"),
+    "pixel": _Entry(_pixel_d, "instance"),
+    "discogan": _Entry(_disco_d, "batch"),
+}
+
+GENERATORS: tuple[str, ...] = tuple(_GENERATORS)
+"""Valid names for `build_generator`."""
+DISCRIMINATORS: tuple[str, ...] = tuple(_DISCRIMINATORS)
+"""Valid names for `build_discriminator`."""
+
+
+def _lookup(kind: str, name: str, table: dict[str, _Entry[A]]) -> _Entry[A]:
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown {kind} {name!r}; expected one of {', '.join(table)}"
+        ) from None
+
+
+def build_generator(
+    name: str,
+    *,
+    input_nc: int = 3,
+    output_nc: int = 3,
+    ngf: int = 64,
+    norm: str | None = None,
+    use_dropout: bool = False,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+) -> nn.Module:
+    """Build and initialise a generator; `norm=None` picks the architecture's paper default."""
+    entry = _lookup("generator", name, _GENERATORS)
+    args = _GeneratorArgs(
+        input_nc, output_nc, ngf, entry.default_norm if norm is None else norm, use_dropout
+    )
+    net = entry.build(args)
+    init_weights(net, init_type, init_gain)
+    return net
+
+
+def input_multiple(generator: str) -> int:
+    """Side lengths a generator accepts are multiples of this; callers pad (reflect) and crop."""
+    return _lookup("generator", generator, _GENERATORS).input_multiple
+
+
+def build_discriminator(
+    name: str,
+    *,
+    input_nc: int = 3,
+    ndf: int = 64,
+    n_layers: int | None = None,
+    norm: str | None = None,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+) -> nn.Module:
+    """Build and initialise a discriminator; None picks the architecture's own default.
+
+    `n_layers` applies to 'n_layers' (default 3) and 'discogan' (default 4); 'basic' is
+    fixed at 3 and 'pixel' has no depth.
+    """
+    entry = _lookup("discriminator", name, _DISCRIMINATORS)
+    args = _DiscriminatorArgs(input_nc, ndf, n_layers, entry.default_norm if norm is None else norm)
+    net = entry.build(args)
+    init_weights(net, init_type, init_gain)
+    return net
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameter elements (what upstream prints as 'Total number of parameters')."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,96 @@
+"""Building networks by name, paper-default norms, and errors that list the choices."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from models import (
+    DISCRIMINATORS,
+    GENERATORS,
+    DiscoDiscriminator,
+    DiscoGenerator,
+    NLayerDiscriminator,
+    PixelDiscriminator,
+    ResnetGenerator,
+    UnetGenerator,
+    UnknownModelError,
+    build_discriminator,
+    build_generator,
+)
+
+
+def norm_types(net: nn.Module) -> set[type[nn.Module]]:
+    return {type(m) for m in net.modules() if isinstance(m, nn.InstanceNorm2d | nn.BatchNorm2d)}
+
+
+def test_registered_names() -> None:
+    assert GENERATORS == ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256", "discogan")
+    assert DISCRIMINATORS == ("basic", "n_layers", "pixel", "discogan")
+
+
+def test_every_generator_builds(generator_case: tuple[str, int]) -> None:
+    name, _ = generator_case
+    net = build_generator(name, ngf=4)
+    expected = DiscoGenerator if name == "discogan" else (ResnetGenerator, UnetGenerator)
+    assert isinstance(net, expected)
+    paper_norm = nn.BatchNorm2d if name == "discogan" else nn.InstanceNorm2d
+    assert norm_types(net) == {paper_norm}
+
+
+def test_every_discriminator_builds(discriminator_case: tuple[str, int, tuple[int, int]]) -> None:
+    name, _, _ = discriminator_case
+    net = build_discriminator(name, ndf=4)
+    expected = {
+        "basic": NLayerDiscriminator,
+        "n_layers": NLayerDiscriminator,
+        "pixel": PixelDiscriminator,
+        "discogan": DiscoDiscriminator,
+    }[name]
+    assert isinstance(net, expected)
+    paper_norm = nn.BatchNorm2d if name == "discogan" else nn.InstanceNorm2d
+    assert norm_types(net) == {paper_norm}
+
+
+def test_norm_override() -> None:
+    assert norm_types(build_generator("discogan", ngf=4, norm="instance")) == {nn.InstanceNorm2d}
+    assert norm_types(build_discriminator("basic", ndf=4, norm="batch")) == {nn.BatchNorm2d}
+    assert norm_types(build_generator("unet_128", ngf=4, norm="none")) == set()
+
+
+def test_unknown_names_list_valid_ones() -> None:
+    with pytest.raises(UnknownModelError) as info:
+        build_generator("resnet_12blocks")
+    assert all(name in str(info.value) for name in GENERATORS)
+    with pytest.raises(UnknownModelError) as info:
+        build_discriminator("stylegan")
+    assert all(name in str(info.value) for name in DISCRIMINATORS)
+    assert issubclass(UnknownModelError, ValueError)
+
+
+def strided_convs(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in net.modules())
+
+
+def test_n_layers_sets_depth() -> None:
+    assert strided_convs(build_discriminator("n_layers", ndf=4)) == 3
+    assert strided_convs(build_discriminator("n_layers", ndf=4, n_layers=5)) == 5
+    assert strided_convs(build_discriminator("discogan", ndf=4)) == 4
+    assert strided_convs(build_discriminator("discogan", ndf=4, n_layers=3)) == 3
+
+
+def test_basic_is_fixed_at_three_layers() -> None:
+    assert strided_convs(build_discriminator("basic", ndf=4, n_layers=3)) == 3
+    with pytest.raises(ValueError, match="'n_layers'"):
+        build_discriminator("basic", n_layers=5)
+
+
+def test_discogan_generator_refuses_dropout() -> None:
+    with pytest.raises(ValueError, match="no dropout"):
+        build_generator("discogan", use_dropout=True)
+
+
+def test_dropout_reaches_cyclegan_generators() -> None:
+    for name in ("resnet_6blocks", "unet_256"):
+        net = build_generator(name, ngf=4, use_dropout=True)
+        assert any(isinstance(m, nn.Dropout) for m in net.modules())

@@ -1,0 +1,270 @@
+"""The one training configuration: typed, loadable from YAML and CLI flags, saved with every
+checkpoint.
+
+Defaults follow the papers: the field defaults are CycleGAN's, and `model: discogan` swaps in
+DiscoGAN's recipe (`MODEL_DEFAULTS`) for every field not given explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models import DISCRIMINATORS, GENERATORS
+
+from .losses import GanMode, ReconLoss
+
+ModelKind = Literal["cyclegan", "discogan"]
+
+
+class ConfigError(ValueError):
+    """A config file or flag the user can fix."""
+
+
+# Field defaults below are CycleGAN's (Zhu et al. 2017 and the junyanz reference code).
+# Choosing another model swaps in its own recipe for every field the user did not set.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cyclegan": {},
+    # Kim et al. 2017, and the SKTBrain reference implementation: 64x64, batch norm,
+    # BCE GAN loss, MSE reconstruction, no image pool, constant LR with weight decay.
+    "discogan": {
+        "generator": "discogan",
+        "discriminator": "discogan",
+        "norm": "batch",
+        "gan_mode": "vanilla",
+        "lambda_cycle": 1.0,
+        "lambda_identity": 0.0,
+        "pool_size": 0,
+        "weight_decay": 1e-5,
+        "lr_policy": "constant",
+        "batch_size": 64,
+        "size": 64,
+        "preprocess": "resize",
+    },
+}
+
+# Fields that decide tensor shapes or the objective: a resumed run must not change them.
+ARCHITECTURE_FIELDS = (
+    "model",
+    "generator",
+    "discriminator",
+    "ngf",
+    "ndf",
+    "n_layers_d",
+    "norm",
+    "dropout",
+    "gan_mode",
+    "pool_size",
+)
+# Fields a resumed run may change (everything else must match the saved config).
+RESUMABLE_OVERRIDES = frozenset(
+    {"max_steps", "checkpoint_every", "sample_every", "log_every", "num_workers", "device", "out"}
+)
+
+
+class TrainConfig(BaseModel):
+    """Everything a run needs; the saved YAML reproduces the run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- what to learn ---------------------------------------------------------------------
+    model: ModelKind = Field("cyclegan", description="cyclegan or discogan recipe")
+    dataroot: Path | None = Field(None, description="folder with trainA/ trainB/ (testA/ testB/)")
+    dataset: str | None = Field(None, description="built-in synthetic pair, made on the fly")
+    n_train: int = Field(4000, ge=1, description="samples per domain for a synthetic pair")
+    out: Path = Field(Path("runs/latest"), description="run directory (checkpoints, logs)")
+
+    # --- data ------------------------------------------------------------------------------
+    size: int = Field(256, ge=8, description="training crop side")
+    load_size: int | None = Field(None, ge=8, description="resize side before the crop")
+    preprocess: Literal["resize_and_crop", "resize", "crop", "none"] = Field(
+        "resize_and_crop", description="how images become size x size"
+    )
+    flip: bool = Field(True, description="random horizontal flips")
+    pairing: Literal["random", "serial"] = Field("random", description="how A meets B")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    # --- networks --------------------------------------------------------------------------
+    generator: str = Field("resnet_9blocks", description="generator architecture")
+    discriminator: str = Field("basic", description="discriminator architecture")
+    ngf: int = Field(64, ge=1, description="generator width")
+    ndf: int = Field(64, ge=1, description="discriminator width")
+    n_layers_d: int = Field(3, ge=1, description="PatchGAN depth for discriminator n_layers")
+    norm: Literal["instance", "batch", "none"] = "instance"
+    dropout: bool = Field(False, description="dropout in ResNet/U-Net generators")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = "normal"
+    init_gain: float = 0.02
+
+    # --- objective -------------------------------------------------------------------------
+    gan_mode: GanMode = Field("lsgan", description="lsgan | vanilla | wgangp | hinge")
+    lambda_cycle: float = Field(10.0, ge=0, description="cycle / reconstruction weight")
+    lambda_identity: float = Field(
+        0.5, ge=0, description="identity weight as a fraction of lambda_cycle"
+    )
+    lambda_gp: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
+    recon_loss: ReconLoss = Field("mse", description="DiscoGAN reconstruction distance")
+    pool_size: int = Field(50, ge=0, description="image pool of past fakes for D")
+
+    # --- optimisation ----------------------------------------------------------------------
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_policy: Literal["linear", "constant"] = Field(
+        "linear",
+        description="linear: constant, then linear decay to 0 over the last decay_fraction",
+    )
+    decay_fraction: float = Field(0.5, ge=0, le=1, description="share of steps spent decaying")
+    batch_size: int = Field(1, ge=1)
+    max_steps: int = Field(10_000, ge=1, description="optimiser steps to train")
+
+    # --- execution -------------------------------------------------------------------------
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the networks")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode (reduce-overhead uses CUDA graphs)"
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads (torch.set_num_threads)")
+    seed: int = 0
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept on disk")
+    sample_every: int = Field(500, ge=1, description="TensorBoard sample grid interval")
+    log_every: int = Field(50, ge=1, description="TensorBoard scalar interval")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_model_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "cyclegan")
+        defaults = MODEL_DEFAULTS.get(model)
+        if defaults is None:
+            return data  # the Literal check reports the bad model name
+        return {**defaults, **{k: v for k, v in data.items() if v is not None}}
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str) -> str:
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+        return name
+
+    @field_validator("discriminator")
+    @classmethod
+    def _known_discriminator(cls, name: str) -> str:
+        if name not in DISCRIMINATORS:
+            choices = ", ".join(DISCRIMINATORS)
+            raise ValueError(f"unknown discriminator {name!r}; choose one of {choices}")
+        return name
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TrainConfig:
+        if (self.dataroot is None) == (self.dataset is None):
+            raise ValueError("give exactly one of dataroot (a folder) or dataset (a built-in pair)")
+        return self
+
+    @property
+    def lambda_identity_weight(self) -> float:
+        """The identity term's absolute weight (CycleGAN scales it by lambda_cycle)."""
+        return self.lambda_identity * self.lambda_cycle
+
+    @property
+    def resolved_load_size(self) -> int:
+        if self.load_size is not None:
+            return self.load_size
+        # CycleGAN's 286 -> 256 jitter, scaled to any size.
+        return round(self.size * 286 / 256) if self.preprocess == "resize_and_crop" else self.size
+
+    def digest(self) -> str:
+        """sha256 of the architecture-and-objective fields: two runs with equal digests train the
+        same kind of model (used to refuse incompatible resumes, and by exported manifests)."""
+        payload = {k: getattr(self, k) for k in ARCHITECTURE_FIELDS}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_yaml())
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (optional) + overrides (CLI flags win), validated into a TrainConfig."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of option: value")
+        data.update(loaded or {})
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate_config(data, source=str(path) if path else "flags")
+
+
+def validate_config(data: dict[str, Any], *, source: str) -> TrainConfig:
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise ConfigError(f"invalid training config ({source}): {problems}") from None
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"unknown option {where!r} (valid options: {', '.join(TrainConfig.model_fields)})"
+    return f"{where}: {err['msg']}"
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values parsed as YAML scalars (10, 1e-4, true, null, text)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return parsed
+
+
+def check_resume_compatible(saved: TrainConfig, requested: dict[str, Any]) -> TrainConfig:
+    """The saved config with the overrides a resume may change; anything else that differs is
+    an error, because the checkpoint's tensors and optimiser state belong to the saved run."""
+    conflicts = {
+        key: (getattr(saved, key), value)
+        for key, value in requested.items()
+        if value is not None
+        and key not in RESUMABLE_OVERRIDES
+        and key in TrainConfig.model_fields
+        and _normalise(getattr(saved, key)) != _normalise(value)
+    }
+    unknown = [k for k in requested if k not in TrainConfig.model_fields]
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {unknown} (valid: {', '.join(TrainConfig.model_fields)})"
+        )
+    if conflicts:
+        detail = ", ".join(
+            f"{k}: run has {a!r}, asked for {b!r}" for k, (a, b) in conflicts.items()
+        )
+        raise ConfigError(
+            f"cannot resume with a different configuration ({detail}); "
+            f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change on resume"
+        )
+    allowed = {k: v for k, v in requested.items() if v is not None and k in RESUMABLE_OVERRIDES}
+    return validate_config({**saved.model_dump(), **allowed}, source="resume")
+
+
+def _normalise(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value

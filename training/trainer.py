@@ -1,0 +1,426 @@
+"""The training loop: CycleGAN's objective (DiscoGAN is the same loop with its own losses and
+defaults), mixed precision, channels_last, torch.compile, DDP under torchrun, exact resume.
+
+Key: G (X→Y), F (Y→X), D_Y, D_X. One `Trainer.step` is one optimiser step of G and F, then
+of D_X and D_Y, as in the reference implementation. The benchmark drives the same `step`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from . import losses
+from .config import TrainConfig
+from .data import StepSampler, build_train_dataset
+from .distributed import DistInfo, barrier, init_distributed, mean_across_ranks, shutdown
+from .image_pool import ImagePool
+from .networks import DiscriminatorPair, GeneratorPair, Networks, build_networks
+
+LOSS_LOG = "losses.jsonl"
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run at a step boundary, after saving a checkpoint."""
+
+    def __init__(self, checkpoint: Path | None, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.checkpoint, self.step = checkpoint, step
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    images_per_second: float
+
+
+def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_info.local_rank if dist_info else 0)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but this machine has no CUDA GPU")
+    return device
+
+
+def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def linear_decay(cfg: TrainConfig) -> Callable[[int], float]:
+    """LR factor: 1 for the first (1 - decay_fraction) of steps, then linearly down to 0."""
+    if cfg.lr_policy == "constant" or cfg.decay_fraction == 0:
+        return lambda step: 1.0
+    decay_start = cfg.max_steps * (1 - cfg.decay_fraction)
+    span = cfg.max_steps - decay_start
+    return lambda step: min(1.0, max(0.0, (cfg.max_steps - step) / span))
+
+
+@dataclass
+class Trainer:
+    """Networks, optimisers and the per-step update; knows nothing about files or loops."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dist_info: DistInfo = field(default_factory=DistInfo)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.nets: Networks = build_networks(cfg)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        for _, net in self.nets.items():
+            net.to(self.device).to(memory_format=memory_format)
+        # rank-specific stream for dropout and WGAN-GP mixing (DDP syncs weights, not noise)
+        torch.manual_seed(cfg.seed + 1_000 * self.dist_info.rank)
+
+        def adam(params: Iterator[nn.Parameter]) -> torch.optim.Adam:
+            return torch.optim.Adam(
+                params,
+                lr=cfg.lr,
+                betas=(cfg.beta1, cfg.beta2),
+                weight_decay=cfg.weight_decay,
+                fused=self.device.type == "cuda",  # one kernel for all parameters
+            )
+
+        n = self.nets
+        self.opt_G = adam(chain(n.G.parameters(), n.F.parameters()))
+        self.opt_D = adam(chain(n.D_X.parameters(), n.D_Y.parameters()))
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, linear_decay(cfg))
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, linear_decay(cfg))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        pool_seed = cfg.seed * 7919 + self.dist_info.rank
+        self.pool_X = ImagePool(cfg.pool_size, seed=pool_seed)  # past F(y) for D_X
+        self.pool_Y = ImagePool(cfg.pool_size, seed=pool_seed + 1)  # past G(x) for D_Y
+
+        def compile_(net: nn.Module) -> nn.Module:
+            return torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net  # type: ignore[return-value]
+
+        self.D_X, self.D_Y = compile_(n.D_X), compile_(n.D_Y)
+        self.generators: nn.Module = GeneratorPair(compile_(n.G), compile_(n.F))
+        self.discriminators: nn.Module = DiscriminatorPair(self.D_X, self.D_Y)
+        if self.dist_info.enabled:
+            if cfg.gan_mode == "wgangp":
+                raise ValueError("gan_mode wgangp is not supported under DDP (double backward)")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.generators = DistributedDataParallel(self.generators, device_ids=ids)
+            self.discriminators = DistributedDataParallel(self.discriminators, device_ids=ids)
+
+        if cfg.model == "cyclegan":
+            self.cycle_distance: Callable[[Tensor, Tensor], Tensor] = losses.cycle_loss
+        else:
+            self.cycle_distance = partial(losses.reconstruction_loss, kind=cfg.recon_loss)
+        self.step_count = 0
+
+    # --- one optimisation step --------------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def to_device(self, images: Tensor) -> Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return (
+            images.contiguous(memory_format=torch.channels_last)
+            if self.cfg.channels_last
+            else images
+        )
+
+    def step(self, real_x: Tensor, real_y: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One update of G, F then D_X, D_Y. Returns detached losses and the step's images."""
+        cfg, mode = self.cfg, self.cfg.gan_mode
+        real_x, real_y = self.to_device(real_x), self.to_device(real_y)
+        use_identity = cfg.lambda_identity_weight > 0
+
+        # G and F: fool D_Y and D_X, reconstruct, and (CycleGAN) map each domain onto itself.
+        set_requires_grad([self.nets.D_X, self.nets.D_Y], False)
+        with self.autocast():
+            out = self.generators(real_x, real_y, use_identity)
+            loss_gan_G = losses.generator_adversarial_loss(mode, self.D_Y(out["fake_y"]))
+            loss_gan_F = losses.generator_adversarial_loss(mode, self.D_X(out["fake_x"]))
+            loss_cycle_X = self.cycle_distance(out["rec_x"], real_x)
+            loss_cycle_Y = self.cycle_distance(out["rec_y"], real_y)
+            loss_G = loss_gan_G + loss_gan_F + cfg.lambda_cycle * (loss_cycle_X + loss_cycle_Y)
+            logs = {
+                "G/gan": loss_gan_G,
+                "F/gan": loss_gan_F,
+                "cycle/X": loss_cycle_X,
+                "cycle/Y": loss_cycle_Y,
+            }
+            if use_identity:
+                loss_idt = losses.identity_loss(out["idt_y"], real_y) + losses.identity_loss(
+                    out["idt_x"], real_x
+                )
+                loss_G = loss_G + cfg.lambda_identity_weight * loss_idt
+                logs["identity"] = loss_idt
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_G).backward()
+        self.scaler.step(self.opt_G)
+
+        # D_X and D_Y: real vs. a mix of current and past fakes (the image pool).
+        set_requires_grad([self.nets.D_X, self.nets.D_Y], True)
+        fake_x = self.pool_X.query(out["fake_x"].detach())
+        fake_y = self.pool_Y.query(out["fake_y"].detach())
+        with self.autocast():
+            logits = self.discriminators(real_x, real_y, fake_x, fake_y)
+            loss_D_X = losses.discriminator_loss(mode, logits["real_x"], logits["fake_x"])
+            loss_D_Y = losses.discriminator_loss(mode, logits["real_y"], logits["fake_y"])
+        loss_D = loss_D_X + loss_D_Y
+        if mode == "wgangp":
+            penalty = losses.gradient_penalty(self.D_X, real_x, fake_x) + losses.gradient_penalty(
+                self.D_Y, real_y, fake_y
+            )
+            loss_D = loss_D + cfg.lambda_gp * penalty
+            logs["D/gp"] = penalty
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_D).backward()
+        self.scaler.step(self.opt_D)
+        self.scaler.update()
+        self.sched_G.step()
+        self.sched_D.step()
+        self.step_count += 1
+
+        logs.update({"D_X": loss_D_X, "D_Y": loss_D_Y, "G/total": loss_G})
+        visuals = {
+            "real_x": real_x,
+            "fake_y": out["fake_y"],
+            "rec_x": out["rec_x"],
+            "real_y": real_y,
+            "fake_x": out["fake_x"],
+            "rec_y": out["rec_y"],
+        }
+        return {k: v.detach() for k, v in logs.items()}, visuals
+
+    # --- state for checkpoints --------------------------------------------------------------
+
+    def training_state(self) -> ckpt.TrainingState:
+        tensors: dict[str, Tensor] = {}
+        meta: dict[str, Any] = {}
+        for name, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            opt_tensors, opt_meta = ckpt.optimizer_state(name, opt)
+            tensors.update(opt_tensors)
+            meta[f"optim.{name}"] = opt_meta
+        meta["sched.G"] = self.sched_G.state_dict()
+        meta["sched.D"] = self.sched_D.state_dict()
+        meta["scaler"] = self.scaler.state_dict()
+        tensors.update(self.pool_X.state_tensors("pool.X"))
+        tensors.update(self.pool_Y.state_tensors("pool.Y"))
+        tensors.update(ckpt.rng_state())
+        return ckpt.TrainingState(step=self.step_count, tensors=tensors, meta=meta)
+
+    def load_training_state(self, state: ckpt.TrainingState) -> None:
+        for name, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            ckpt.load_optimizer_state(name, opt, state.tensors, state.meta[f"optim.{name}"])
+        self.sched_G.load_state_dict(state.meta["sched.G"])
+        self.sched_D.load_state_dict(state.meta["sched.D"])
+        if state.meta.get("scaler"):
+            self.scaler.load_state_dict(state.meta["scaler"])
+        self.pool_X.load_state_tensors("pool.X", state.tensors, self.device)
+        self.pool_Y.load_state_tensors("pool.Y", state.tensors, self.device)
+        ckpt.load_rng_state(state.tensors)
+        self.step_count = state.step
+
+    def weights(self) -> dict[str, nn.Module]:
+        return dict(self.nets.items())
+
+    def resume_from(self, path: Path) -> None:
+        ckpt.load_weights(path, self.weights())
+        self.load_training_state(ckpt.load_state(path))
+
+
+class _StopFlag:
+    """Turns Ctrl-C / SIGTERM into a request to stop at the next step boundary; a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or continue) the run in `cfg.out` until `cfg.max_steps`."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if dist_info.enabled:
+        device = resolve_device(cfg.device, dist_info)
+    try:
+        return _train(cfg, device, dist_info, resume=resume, progress=progress)
+    finally:
+        shutdown(dist_info)
+
+
+def _train(
+    cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool, progress: bool
+) -> TrainResult:
+    run_dir = Path(cfg.out)
+    dataset = build_train_dataset(cfg)
+    trainer = Trainer(cfg, device, dist_info)
+    if resume:
+        trainer.resume_from(ckpt.latest_checkpoint(run_dir))
+    start = trainer.step_count
+    main = dist_info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+        _truncate_loss_log(run_dir / LOSS_LOG, after_step=start)
+    sampler = StepSampler(
+        length=len(dataset),  # type: ignore[arg-type]
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        start_step=start,
+        stop_step=cfg.max_steps,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+    )
+    writer = _summary_writer(run_dir) if main else None
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start,
+        disable=not (main and progress),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    images_per_step = cfg.batch_size * dist_info.world_size
+    last_checkpoint: Path | None = None
+    window_start, window_steps = time.perf_counter(), 0
+    rate = 0.0
+
+    def save() -> Path | None:
+        if not main:
+            return None
+        return ckpt.save_checkpoint(
+            run_dir, cfg, trainer.weights(), trainer.training_state(), keep=cfg.keep_checkpoints
+        )
+
+    with _StopFlag() as stop:
+        for batch in loader:
+            logs, visuals = trainer.step(batch["A"], batch["B"])
+            step = trainer.step_count
+            window_steps += 1
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                values = mean_across_ranks(
+                    {k: v.item() for k, v in logs.items()}, dist_info, device
+                )
+                now = time.perf_counter()  # .item() above synchronised with the device
+                rate = window_steps * images_per_step / (now - window_start)
+                window_start, window_steps = now, 0
+                lr = float(trainer.sched_G.get_last_lr()[0])
+                if main:
+                    _log_scalars(writer, run_dir, step, values, lr, rate)
+                    bar.set_postfix(_short(values) | {"img/s": f"{rate:.1f}"}, refresh=False)
+            if writer is not None and step % cfg.sample_every == 0:
+                writer.add_image("samples", _sample_grid(visuals), step)
+            bar.update(1)
+            if step % cfg.checkpoint_every == 0 and step != cfg.max_steps:
+                last_checkpoint = save() or last_checkpoint
+                barrier(dist_info)
+            if _any_rank(stop.requested, dist_info, device):
+                last_checkpoint = save()
+                barrier(dist_info)
+                bar.close()
+                raise TrainingInterrupted(last_checkpoint, step)
+    bar.close()
+    if trainer.step_count > start or not ckpt.list_checkpoints(run_dir):
+        last_checkpoint = save()
+    barrier(dist_info)
+    if writer is not None:
+        writer.close()
+    return TrainResult(run_dir, trainer.step_count, last_checkpoint, rate)
+
+
+def _any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """A stop on any rank stops every rank at the same step (else the rest hang in a collective)."""
+    if not info.enabled:
+        return flag
+    packed = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(packed)
+    return bool(packed.item() > 0)
+
+
+def _short(values: dict[str, float]) -> dict[str, str]:
+    keep = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "D_X", "D_Y")
+    return {k.replace("/", "_"): f"{values[k]:.3f}" for k in keep if k in values}
+
+
+def _summary_writer(run_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter  # imported late: tensorboard is slow to load
+
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+def _log_scalars(
+    writer: Any, run_dir: Path, step: int, values: dict[str, float], lr: float, rate: float
+) -> None:
+    for key, value in values.items():
+        writer.add_scalar(f"loss/{key}", value, step)
+    writer.add_scalar("lr", lr, step)
+    writer.add_scalar("images_per_second", rate, step)
+    record = {"step": step, "lr": lr, "img_per_s": rate, **values}
+    with (run_dir / LOSS_LOG).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_loss_log(path: Path, *, after_step: int) -> None:
+    """On resume, forget losses logged after the checkpoint: the run will log them again."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= after_step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _sample_grid(visuals: dict[str, Tensor], n: int = 4) -> Tensor:
+    """Rows: real x | G(x) | F(G(x)) | real y | F(y) | G(F(y)), up to n images each, in [0, 1]."""
+    from torchvision.utils import make_grid
+
+    order = ("real_x", "fake_y", "rec_x", "real_y", "fake_x", "rec_y")
+    k = min(n, visuals["real_x"].shape[0])
+    tiles = torch.cat([visuals[name][:k].detach().float().cpu() for name in order])
+    return make_grid(tiles.add(1).div(2).clamp(0, 1), nrow=k)
