@@ -40,6 +40,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
     from training.folder_data import DatasetError
+    from training.synthetic import UnknownDatasetError
 
     return (
         ConfigError,
@@ -47,6 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         ImageDecodeError,
         UnknownModelError,
+        UnknownDatasetError,
         IncompatibleCheckpointError,
         FileNotFoundError,
     )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models import DISCRIMINATORS, GENERATORS
 
 from .losses import GanMode, ReconLoss
+from .synthetic import get_pair
 
 ModelKind = Literal["cyclegan", "discogan"]
 
@@ -148,6 +149,13 @@ class TrainConfig(BaseModel):
         if defaults is None:
             return data  # the Literal check reports the bad model name
         return {**defaults, **{k: v for k, v in data.items() if v is not None}}
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str | None) -> str | None:
+        if name is not None:
+            get_pair(name)  # raises with the list of built-in pairs
+        return name
 
     @field_validator("generator")
     @classmethod

@@ -24,6 +24,7 @@ __all__ = [
     "PAIRS",
     "Scene",
     "SyntheticPair",
+    "UnknownDatasetError",
     "get_pair",
     "make_scene",
     "pair_names",
@@ -189,9 +190,14 @@ def _glow_width(size: int) -> float:
     return max(1.0, size / 32)
 
 
-def _render_day(scene: Scene) -> np.ndarray:
-    size = scene.labels.shape[0]
-    return _paint(_vertical_gradient(size, *_DAY_SKY), scene.labels, scene.colours)
+def _flat_on_gradient(top: tuple[float, ...], bottom: tuple[float, ...]) -> Renderer:
+    """Shapes in their own colours over a vertical gradient (day sky, grass)."""
+
+    def render(scene: Scene) -> np.ndarray:
+        size = scene.labels.shape[0]
+        return _paint(_vertical_gradient(size, top, bottom), scene.labels, scene.colours)
+
+    return render
 
 
 def _render_night(scene: Scene) -> np.ndarray:
@@ -207,16 +213,11 @@ def _render_night(scene: Scene) -> np.ndarray:
 
 _GRASS = ((0.3, 0.55, 0.2), (0.2, 0.42, 0.12))
 _SAVANNA = ((0.93, 0.85, 0.55), (0.8, 0.68, 0.38))
-_DARK_BAND, _LIGHT_BAND = 0.3, 0.7  # band colour = c * 0.3 (dark) or 0.7 + c * 0.3 (light)
+_LIGHT_BAND = 0.7  # band colour = c * 0.3 (dark band) or 0.7 + c * 0.3 (light band)
 
 
 def _stripe_period(size: int) -> float:
     return max(4.0, size / 10)
-
-
-def _render_solid(scene: Scene) -> np.ndarray:
-    size = scene.labels.shape[0]
-    return _paint(_vertical_gradient(size, *_GRASS), scene.labels, scene.colours)
 
 
 def _render_striped(scene: Scene) -> np.ndarray:
@@ -275,7 +276,7 @@ PAIRS: dict[str, SyntheticPair] = {
             domain_b="night",
             description="sky scene by day -> by night: dark sky, dimmed shapes, lit rims",
             sample_colours=_saturated_colours,
-            render_a=_render_day,
+            render_a=_flat_on_gradient(*_DAY_SKY),
             render_b=_render_night,
         ),
         SyntheticPair(
@@ -284,7 +285,7 @@ PAIRS: dict[str, SyntheticPair] = {
             domain_b="striped",
             description="brown shapes on grass -> contour-striped shapes on savanna (horse2zebra)",
             sample_colours=_earth_colours,
-            render_a=_render_solid,
+            render_a=_flat_on_gradient(*_GRASS),
             render_b=_render_striped,
         ),
         SyntheticPair(
@@ -300,6 +301,10 @@ PAIRS: dict[str, SyntheticPair] = {
 }
 
 
+class UnknownDatasetError(ValueError):
+    """A built-in dataset name that does not exist; the message lists the real ones."""
+
+
 def pair_names() -> list[str]:
     return sorted(PAIRS)
 
@@ -308,6 +313,6 @@ def get_pair(name: str) -> SyntheticPair:
     try:
         return PAIRS[name]
     except KeyError:
-        raise ValueError(
+        raise UnknownDatasetError(
             f"unknown synthetic dataset {name!r}; built-in pairs: {', '.join(pair_names())}"
         ) from None

@@ -319,6 +319,9 @@ def _train(
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
+        # its own generator: creating the iterator must not draw from the global RNG, which
+        # a resumed run has just restored (dropout and the GP mixing draw from it)
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     writer = _summary_writer(run_dir) if main else None
     bar = tqdm(

@@ -49,7 +49,8 @@ def test_round_trip_through_saved_yaml(tmp_path: Path) -> None:
         ({"dataset": "day2night", "model": "pix2pix"}, "model"),
         ({"dataset": "day2night", "gan_mode": "ls"}, "gan_mode"),
         ({}, "exactly one of dataroot"),
-        ({"dataset": "x", "dataroot": "/tmp"}, "exactly one of dataroot"),
+        ({"dataset": "day2night", "dataroot": "/tmp"}, "exactly one of dataroot"),
+        ({"dataset": "horse2zebra"}, "built-in pairs: day2night"),
         ({"dataset": "day2night", "batch_size": 0}, "batch_size"),
     ],
 )

@@ -76,7 +76,7 @@ def test_shapes_keep_their_place(name: str) -> None:
     pair = get_pair(name)
     _, scene = render(name, "test", "A", 5)
     inside = scene.labels > 0
-    near = ndimage.binary_dilation(inside, iterations=4)
+    near = ndimage.binary_dilation(inside, structure=np.ones((3, 3), bool), iterations=4)
     empty = type(scene)(labels=np.zeros_like(scene.labels), colours=scene.colours)
     for domain in "AB":
         image = pair.render(scene, domain).astype(int)
