@@ -88,7 +88,9 @@ def translate(
     h, w = batch.shape[-2:]
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     if pad_h or pad_w:
-        batch = nnf.pad(batch, (0, pad_w, 0, pad_h), mode="reflect")
+        # reflect needs the pad narrower than the image; tiny images fall back to replicate
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        batch = nnf.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
     out = net(batch)[..., :h, :w].float().cpu()
     return [tensor_to_image(t) for t in out]
 

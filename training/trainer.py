@@ -373,6 +373,8 @@ def _train(
     bar.close()
     if trainer.step_count > start or not ckpt.list_checkpoints(run_dir):
         last_checkpoint = save()
+    elif main:  # nothing left to train (a resume at max_steps): report the existing one
+        last_checkpoint = ckpt.latest_checkpoint(run_dir)
     barrier(dist_info)
     if writer is not None:
         writer.close()

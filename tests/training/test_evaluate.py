@@ -44,3 +44,9 @@ def test_evaluate_a_trained_run(tiny_config) -> None:  # type: ignore[no-untyped
     report = evaluate_run(Path(cfg.out), dataset="flat2relief", n_test=3).to_dict()
     assert report["step"] == 2
     assert set(report["directions"]) == {"AtoB", "BtoA"}  # type: ignore[arg-type]
+
+
+def test_images_smaller_than_the_padding_still_translate() -> None:
+    image = Image.fromarray(np.full((5, 6, 3), 7, np.uint8))
+    (out,) = translate(nn.Identity(), [image], 16, torch.device("cpu"))
+    assert out.size == (6, 5) and np.array_equal(np.asarray(out), np.asarray(image))
