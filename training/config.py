@@ -95,7 +95,9 @@ class TrainConfig(BaseModel):
     discriminator: str = Field("basic", description="discriminator architecture")
     ngf: int = Field(64, ge=1, description="generator width")
     ndf: int = Field(64, ge=1, description="discriminator width")
-    n_layers_d: int = Field(3, ge=1, description="PatchGAN depth for discriminator n_layers")
+    n_layers_d: int | None = Field(
+        None, ge=1, description="depth of the n_layers / discogan D (None: architecture default)"
+    )
     norm: Literal["instance", "batch", "none"] = "instance"
     dropout: bool = Field(False, description="dropout in ResNet/U-Net generators")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = "normal"
@@ -176,6 +178,23 @@ class TrainConfig(BaseModel):
     def _one_data_source(self) -> TrainConfig:
         if (self.dataroot is None) == (self.dataset is None):
             raise ValueError("give exactly one of dataroot (a folder) or dataset (a built-in pair)")
+        return self
+
+    @model_validator(mode="after")
+    def _discriminator_fits_the_crop(self) -> TrainConfig:
+        """Strided discriminators need a minimum input side; say so before a conv fails."""
+        depth = self.n_layers_d
+        if self.discriminator == "discogan":
+            smallest = 4 * 2 ** (depth or 4)  # down to 4x4, then one 4x4 conv
+        elif self.discriminator in ("basic", "n_layers"):
+            smallest = 3 * 2 ** (depth or 3)  # two 4x4 stride-1 convs after the strided ones
+        else:
+            smallest = 1
+        if self.size < smallest:
+            raise ValueError(
+                f"size {self.size} is too small for the {self.discriminator!r} discriminator "
+                f"(depth {depth or 'default'}); it needs size >= {smallest}"
+            )
         return self
 
     @property

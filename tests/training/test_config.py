@@ -52,6 +52,8 @@ def test_round_trip_through_saved_yaml(tmp_path: Path) -> None:
         ({"dataset": "day2night", "dataroot": "/tmp"}, "exactly one of dataroot"),
         ({"dataset": "horse2zebra"}, "built-in pairs: day2night"),
         ({"dataset": "day2night", "batch_size": 0}, "batch_size"),
+        ({"dataset": "day2night", "model": "discogan", "size": 32}, "needs size >= 64"),
+        ({"dataset": "day2night", "size": 16}, "needs size >= 24"),
     ],
 )
 def test_bad_config_is_a_clear_error(data: dict[str, object], message: str) -> None:

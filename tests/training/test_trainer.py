@@ -71,7 +71,7 @@ def test_resume_into_a_different_architecture_is_refused(tiny_config, tmp_path) 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"model": "discogan", "generator": "discogan", "discriminator": "discogan", "ngf": 4},
+        {"model": "discogan", "size": 64},
         {"gan_mode": "wgangp", "discriminator": "pixel"},
         {"gan_mode": "hinge", "discriminator": "n_layers", "n_layers_d": 2},
         {"gan_mode": "vanilla", "norm": "batch", "generator": "unet_128", "size": 128},
@@ -93,11 +93,13 @@ def test_every_objective_and_architecture_trains(tiny_config, overrides) -> None
 
 
 def test_discogan_uses_reconstruction_without_identity(tiny_config) -> None:  # type: ignore[no-untyped-def]
-    cfg = tiny_config(model="discogan", generator="discogan", discriminator="discogan")
+    cfg = tiny_config(model="discogan", size=64)
     trainer = Trainer(cfg, torch.device("cpu"))
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
     logs, _ = trainer.step(x, x)
     assert "identity" not in logs and trainer.opt_G.defaults["weight_decay"] == 1e-5
+    # the paper's 4-layer discriminator: one logit per 64x64 image
+    assert trainer.nets.D_X(torch.rand(1, 3, 64, 64)).shape == (1, 1, 1, 1)
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero(tiny_config) -> None:  # type: ignore[no-untyped-def]
