@@ -18,6 +18,7 @@ install: $(BIN)/unpaired
 ## demo: make a synthetic dataset, train a small CycleGAN briefly on the CPU, evaluate it
 demo: install
 	$(BIN)/unpaired datasets make $(DEMO_PAIR) --out data/$(DEMO_PAIR) --size 64
+	rm -rf runs/demo-$(DEMO_PAIR)
 	$(BIN)/unpaired train --config configs/cpu64.yaml --dataroot data/$(DEMO_PAIR) \
 		--max-steps $(DEMO_STEPS) --out runs/demo-$(DEMO_PAIR)
 	$(BIN)/unpaired evaluate runs/demo-$(DEMO_PAIR) --dataroot data/$(DEMO_PAIR)

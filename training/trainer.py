@@ -294,6 +294,11 @@ def _train(
     cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool, progress: bool
 ) -> TrainResult:
     run_dir = Path(cfg.out)
+    if not resume and ckpt.list_checkpoints(run_dir):
+        raise ckpt.CheckpointError(
+            f"{run_dir} already holds a run; continue it with `unpaired train --resume {run_dir}` "
+            "or start a new one with another --out"
+        )
     dataset = build_train_dataset(cfg)
     trainer = Trainer(cfg, device, dist_info)
     if resume:

@@ -64,6 +64,8 @@ def test_resume_into_a_different_architecture_is_refused(tiny_config, tmp_path) 
     wider = tiny_config(max_steps=3, ngf=8)
     with pytest.raises(ckpt.CheckpointError, match="does not fit network G"):
         train(wider, resume=True, progress=False)
+    with pytest.raises(ckpt.CheckpointError, match="already holds a run"):
+        train(cfg, progress=False)  # a fresh start must not overwrite a run
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
         train(tiny_config(out=tmp_path / "empty"), resume=True, progress=False)
 
