@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,13 @@ class StepSampler(Sampler[list[int]]):
 
     def _key(self, n: int) -> int:
         epoch, position = divmod(n, self.length)
-        return epoch * self.length + int(self._permutation(epoch)[position])
+        return epoch * self.length + int(
+            _epoch_permutation(self.length, self.seed, epoch)[position]
+        )
 
-    def _permutation(self, epoch: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.length, generator=generator)
+
+@lru_cache(maxsize=4)
+def _epoch_permutation(length: int, seed: int, epoch: int) -> Tensor:
+    """The seeded sample order of one epoch (cached: every step of the epoch reads it)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(length, generator=generator)

@@ -45,9 +45,9 @@ def test_synthetic_training_samples_are_pure_functions_of_the_key() -> None:
 
 
 def test_build_train_dataset_uses_the_config() -> None:
-    ds = build_train_dataset(TrainConfig(dataset="solid2stripes", size=16, n_train=5))
+    ds = build_train_dataset(TrainConfig(dataset="solid2stripes", size=32, n_train=5))
     assert len(ds) == 5  # type: ignore[arg-type]
-    assert ds[0]["A"].shape == (3, 16, 16)
+    assert ds[0]["A"].shape == (3, 32, 32)
 
 
 def test_image_pool_returns_mixes_and_restores_exactly() -> None:
