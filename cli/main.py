@@ -147,7 +147,12 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a CycleGAN or DiscoGAN on a folder dataset or a built-in synthetic pair."""
-    from training.config import check_resume_compatible, load_config, parse_set_options
+    from training.config import (
+        check_resume_compatible,
+        load_config,
+        parse_set_options,
+        read_config_file,
+    )
     from training.trainer import TrainingInterrupted
     from training.trainer import train as run_training
 
@@ -181,7 +186,7 @@ def train(
             requested = {k: v for k, v in flags.items() if v is not None}
             requested.setdefault("out", resume)
             if config is not None:
-                requested = {**load_config_file_values(config), **requested}
+                requested = {**read_config_file(config), **requested}
             cfg = check_resume_compatible(saved, requested)
         else:
             cfg = load_config(config, flags)
@@ -201,20 +206,6 @@ def train(
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
     err.print(f"done: step {result.step}, checkpoint {result.checkpoint}", highlight=False)
-
-
-def load_config_file_values(path: Path) -> dict[str, Any]:
-    import yaml
-
-    from training.config import ConfigError
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return data
 
 
 # --- evaluate ----------------------------------------------------------------------------------

@@ -224,19 +224,22 @@ class TrainConfig(BaseModel):
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """YAML file (optional) + overrides (CLI flags win), validated into a TrainConfig."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of option: value")
-        data.update(loaded or {})
+    data = read_config_file(path) if path is not None else {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return validate_config(data, source=str(path) if path else "flags")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw option: value mapping of a YAML config file (validated later)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return dict(loaded or {})
 
 
 def validate_config(data: dict[str, Any], *, source: str) -> TrainConfig:
