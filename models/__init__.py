@@ -16,6 +16,7 @@ from models.registry import (
     build_discriminator,
     build_generator,
     count_parameters,
+    discriminator_min_input,
     input_multiple,
 )
 from models.resnet import ResnetBlock, ResnetGenerator
@@ -40,6 +41,7 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "count_parameters",
+    "discriminator_min_input",
     "get_norm_layer",
     "init_weights",
     "input_multiple",

@@ -78,18 +78,38 @@ def _disco_generator(a: _GeneratorArgs) -> nn.Module:
     return DiscoGenerator(a.input_nc, a.output_nc, ngf=a.ngf, norm=a.norm)
 
 
+def discriminator_depth(name: str, n_layers: int | None) -> int:
+    """The number of strided conv layers `name` gets for a requested depth (None: its default)."""
+    if name == "basic":
+        if n_layers not in (None, 3):
+            raise ValueError(
+                f"'basic' is the 3-layer (70x70) PatchGAN; got n_layers={n_layers}. "
+                "Use the 'n_layers' discriminator to choose the depth."
+            )
+        return 3
+    default = {"n_layers": 3, "discogan": 4}.get(name, 0)
+    return default if n_layers is None else n_layers
+
+
+def discriminator_min_input(name: str, n_layers: int | None = None) -> int:
+    """Smallest input side `name` accepts, so a config can refuse a crop before a conv fails."""
+    _lookup("discriminator", name, _DISCRIMINATORS)
+    depth = discriminator_depth(name, n_layers)
+    if name in ("basic", "n_layers"):
+        return 3 * 2**depth  # two 4x4 stride-1 convs after the strided ones
+    if name == "discogan":
+        return 4 * 2**depth  # down to 4x4, then one 4x4 conv
+    return 1  # pixel: 1x1 convs
+
+
 def _basic_d(a: _DiscriminatorArgs) -> nn.Module:
-    if a.n_layers not in (None, 3):
-        raise ValueError(
-            f"'basic' is the 3-layer (70x70) PatchGAN; got n_layers={a.n_layers}. "
-            "Use the 'n_layers' discriminator to choose the depth."
-        )
-    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=3, norm=a.norm)
+    depth = discriminator_depth("basic", a.n_layers)
+    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=depth, norm=a.norm)
 
 
 def _n_layers_d(a: _DiscriminatorArgs) -> nn.Module:
-    n_layers = 3 if a.n_layers is None else a.n_layers
-    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=n_layers, norm=a.norm)
+    depth = discriminator_depth("n_layers", a.n_layers)
+    return NLayerDiscriminator(a.input_nc, ndf=a.ndf, n_layers=depth, norm=a.norm)
 
 
 def _pixel_d(a: _DiscriminatorArgs) -> nn.Module:
@@ -97,8 +117,8 @@ def _pixel_d(a: _DiscriminatorArgs) -> nn.Module:
 
 
 def _disco_d(a: _DiscriminatorArgs) -> nn.Module:
-    n_layers = 4 if a.n_layers is None else a.n_layers
-    return DiscoDiscriminator(a.input_nc, ndf=a.ndf, n_layers=n_layers, norm=a.norm)
+    depth = discriminator_depth("discogan", a.n_layers)
+    return DiscoDiscriminator(a.input_nc, ndf=a.ndf, n_layers=depth, norm=a.norm)
 
 
 _GENERATORS: dict[str, _Entry[_GeneratorArgs]] = {

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models import DISCRIMINATORS, GENERATORS
+from models import DISCRIMINATORS, GENERATORS, discriminator_min_input
 
 from .losses import GanMode, ReconLoss
 from .synthetic import get_pair
@@ -183,17 +183,11 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _discriminator_fits_the_crop(self) -> TrainConfig:
         """Strided discriminators need a minimum input side; say so before a conv fails."""
-        depth = self.n_layers_d
-        if self.discriminator == "discogan":
-            smallest = 4 * 2 ** (depth or 4)  # down to 4x4, then one 4x4 conv
-        elif self.discriminator in ("basic", "n_layers"):
-            smallest = 3 * 2 ** (depth or 3)  # two 4x4 stride-1 convs after the strided ones
-        else:
-            smallest = 1
+        smallest = discriminator_min_input(self.discriminator, self.n_layers_d)
         if self.size < smallest:
             raise ValueError(
                 f"size {self.size} is too small for the {self.discriminator!r} discriminator "
-                f"(depth {depth or 'default'}); it needs size >= {smallest}"
+                f"(depth {self.n_layers_d or 'default'}); it needs size >= {smallest}"
             )
         return self
 

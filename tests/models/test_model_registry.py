@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 
 from models import (
@@ -17,6 +18,7 @@ from models import (
     UnknownModelError,
     build_discriminator,
     build_generator,
+    discriminator_min_input,
 )
 
 
@@ -94,3 +96,18 @@ def test_dropout_reaches_cyclegan_generators() -> None:
     for name in ("resnet_6blocks", "unet_256"):
         net = build_generator(name, ngf=4, use_dropout=True)
         assert any(isinstance(m, nn.Dropout) for m in net.modules())
+
+
+@pytest.mark.parametrize(
+    ("name", "n_layers"), [("basic", None), ("n_layers", 2), ("discogan", None), ("discogan", 3)]
+)
+def test_discriminator_min_input_is_exactly_the_smallest_that_runs(
+    name: str, n_layers: int | None
+) -> None:
+    smallest = discriminator_min_input(name, n_layers)
+    net = build_discriminator(name, ndf=4, n_layers=n_layers).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, smallest, smallest)).numel() >= 1
+        # a conv with no room (RuntimeError) or an instance norm over one pixel (ValueError)
+        with pytest.raises((RuntimeError, ValueError)):
+            net(torch.rand(1, 3, smallest - 1, smallest - 1))

@@ -54,6 +54,7 @@ def test_round_trip_through_saved_yaml(tmp_path: Path) -> None:
         ({"dataset": "day2night", "batch_size": 0}, "batch_size"),
         ({"dataset": "day2night", "model": "discogan", "size": 32}, "needs size >= 64"),
         ({"dataset": "day2night", "size": 16}, "needs size >= 24"),
+        ({"dataset": "day2night", "n_layers_d": 4}, "'basic' is the 3-layer"),
     ],
 )
 def test_bad_config_is_a_clear_error(data: dict[str, object], message: str) -> None:
