@@ -6,66 +6,29 @@ Errors a user can cause print one clear line and exit non-zero, never a tracebac
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from cli import export_cmd, translate_cmd
+from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 
 app = typer.Typer(
     name="unpaired",
-    help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): data, training, evaluation.",
+    help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): train, export, translate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 datasets_app = typer.Typer(help="Built-in synthetic domain pairs.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-
-err = Console(stderr=True)
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that describe a mistake the user can fix (message, no traceback)."""
-    from models import IncompatibleCheckpointError, UnknownModelError
-    from models.imaging import ImageDecodeError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.folder_data import DatasetError
-    from training.synthetic import UnknownDatasetError
-
-    return (
-        ConfigError,
-        DatasetError,
-        CheckpointError,
-        ImageDecodeError,
-        UnknownModelError,
-        UnknownDatasetError,
-        IncompatibleCheckpointError,
-        FileNotFoundError,
-    )
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    try:
-        yield
-    except _user_errors() as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
-
-
-def print_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-
+models_app = typer.Typer(help="Models in the model store.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.command()(export_cmd.export)
+app.command()(translate_cmd.translate)
+models_app.command("list")(export_cmd.models_list)
 
 # --- datasets --------------------------------------------------------------------------------
 

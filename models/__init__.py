@@ -18,6 +18,7 @@ from models.registry import (
     count_parameters,
     discriminator_min_input,
     input_multiple,
+    min_input_side,
 )
 from models.resnet import ResnetBlock, ResnetGenerator
 from models.unet import UnetGenerator, UnetSkipConnectionBlock
@@ -47,4 +48,5 @@ __all__ = [
     "input_multiple",
     "load_compatible_state_dict",
     "load_pth_state_dict",
+    "min_input_side",
 ]

@@ -47,6 +47,7 @@ class _Entry(Generic[A]):
     build: Callable[[A], nn.Module]
     default_norm: str  # what the architecture's paper uses
     input_multiple: int = 1  # input sides must be a multiple of this (2 ** downsamplings)
+    min_side: int = 1  # smallest input side the network runs on
 
 
 def _resnet(n_blocks: int) -> Callable[[_GeneratorArgs], nn.Module]:
@@ -122,11 +123,12 @@ def _disco_d(a: _DiscriminatorArgs) -> nn.Module:
 
 
 _GENERATORS: dict[str, _Entry[_GeneratorArgs]] = {
-    "resnet_9blocks": _Entry(_resnet(9), "instance", input_multiple=4),
-    "resnet_6blocks": _Entry(_resnet(6), "instance", input_multiple=4),
-    "unet_128": _Entry(_unet(7), "instance", input_multiple=2**7),
-    "unet_256": _Entry(_unet(8), "instance", input_multiple=2**8),
-    "discogan": _Entry(_disco_generator, "batch", input_multiple=2**4),
+    # ResNet: reflection padding needs a side >= 2 after the two downsamplings.
+    "resnet_9blocks": _Entry(_resnet(9), "instance", input_multiple=4, min_side=8),
+    "resnet_6blocks": _Entry(_resnet(6), "instance", input_multiple=4, min_side=8),
+    "unet_128": _Entry(_unet(7), "instance", input_multiple=2**7, min_side=2**7),
+    "unet_256": _Entry(_unet(8), "instance", input_multiple=2**8, min_side=2**8),
+    "discogan": _Entry(_disco_generator, "batch", input_multiple=2**4, min_side=2**4),
 }
 _DISCRIMINATORS: dict[str, _Entry[_DiscriminatorArgs]] = {
     "basic": _Entry(_basic_d, "instance"),
@@ -174,6 +176,11 @@ def build_generator(
 def input_multiple(generator: str) -> int:
     """Side lengths a generator accepts are multiples of this; callers pad (reflect) and crop."""
     return _lookup("generator", generator, _GENERATORS).input_multiple
+
+
+def min_input_side(generator: str) -> int:
+    """Smallest side a generator runs on; smaller images are padded up to it and cropped back."""
+    return _lookup("generator", generator, _GENERATORS).min_side
 
 
 def build_discriminator(

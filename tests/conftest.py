@@ -41,3 +41,50 @@ def tiny_config(tmp_path: Path) -> Any:
 
 def read_losses(run_dir: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
+# --- exported models (export, store, engine and translate tests) ----------------------------
+
+TINY_ARCH = {"generator": "resnet_6blocks", "ngf": 4, "norm": "instance"}
+
+
+def export_tiny_model(folder: Path, name: str = "tiny", *, seed: int = 0, **kwargs: Any) -> Path:
+    """Export a random-init tiny ResNet-6 pair (both directions, with fp16) into `folder/name`."""
+    import torch
+
+    from models import build_generator
+    from models.manifest import Architecture
+    from training.export import ExportOptions, export_generators
+
+    torch.manual_seed(seed)
+    nets = {d: build_generator("resnet_6blocks", ngf=4).eval() for d in ("AtoB", "BtoA")}
+    target = folder / name
+    export_generators(
+        nets,
+        target,
+        name=name,
+        architecture=Architecture(**TINY_ARCH),
+        options=ExportOptions(fp16=True),
+        **kwargs,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only exported model folder, made once per session; copy it before changing it."""
+    return export_tiny_model(
+        tmp_path_factory.mktemp("exported"),
+        aliases=("day2night",),
+        domains={"A": "day", "B": "night"},
+    )
+
+
+@pytest.fixture
+def model_store(tmp_path: Path, exported_model: Path) -> Path:
+    """A fresh local store holding a copy of the tiny model, as `tiny` (alias `day2night`)."""
+    from service.store import ModelStore
+
+    root = tmp_path / "store"
+    ModelStore(root).publish(exported_model)
+    return root

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from models import (
+    GENERATORS,
     DiscoDiscriminator,
     DiscoGenerator,
     NLayerDiscriminator,
     build_discriminator,
     build_generator,
+    input_multiple,
+    min_input_side,
 )
 
 
@@ -89,3 +93,15 @@ def test_discriminator_trains(discriminator_case: tuple[str, int, tuple[int, int
     net = build_discriminator(name, ndf=4)
     net(torch.randn(2, 3, size, size)).mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_generator_runs_at_its_stated_minimum_and_multiple(name: str) -> None:
+    """Export and the engine pad inputs up to `min_input_side` / `input_multiple`; both must run."""
+    net = build_generator(name, ngf=4).eval()
+    side, multiple = min_input_side(name), input_multiple(name)
+    assert side % multiple == 0
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, side, side)).shape == (1, 3, side, side)
+        wide = (1, 3, side, side + multiple)
+        assert net(torch.zeros(wide)).shape == wide

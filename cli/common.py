@@ -1,0 +1,62 @@
+"""What every `unpaired` command shares: the stderr console, user-error handling, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that describe a mistake the user can fix (message, no traceback)."""
+    from models import IncompatibleCheckpointError, UnknownModelError
+    from models.imaging import ImageDecodeError
+    from models.manifest import ManifestError
+    from service.engine import EngineError
+    from service.imaging import ImageRejected
+    from service.store import StoreError
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.export import ExportError
+    from training.folder_data import DatasetError
+    from training.synthetic import UnknownDatasetError
+
+    return (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        ImageDecodeError,
+        UnknownModelError,
+        UnknownDatasetError,
+        IncompatibleCheckpointError,
+        FileNotFoundError,
+        ManifestError,
+        StoreError,
+        EngineError,
+        ImageRejected,
+        ExportError,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")

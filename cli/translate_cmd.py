@@ -1,0 +1,216 @@
+"""`unpaired translate`: files, folders and globs through one direction of a stored model.
+
+A file that cannot be read or translated is reported and skipped; the rest are still written,
+and the exit code is 1 when anything failed. Outputs are written atomically (temp + rename),
+so an interrupted run never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, get_args
+
+import typer
+from tqdm import tqdm
+
+from cli.common import EXIT_USER_ERROR, err, print_json, user_errors
+from cli.export_cmd import JsonOption, StoreOption, store_url
+
+if TYPE_CHECKING:
+    from service.engine import Engine
+    from service.imaging import DecodedImage
+
+EXIT_SOME_FAILED = 1
+FORMATS = ("png", "jpeg", "webp")
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        err.print(
+            f"[red]error:[/red] {flag} must be one of {', '.join(allowed)}; got {value!r}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_USER_ERROR)
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+@dataclass(frozen=True)
+class Failure:
+    source: str
+    error: str
+
+
+def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+    """(file, path relative to --out without suffix) for every input; unmatched inputs fail."""
+    from models.imaging import is_image_file
+
+    found: list[tuple[Path, Path]] = []
+    failures: list[Failure] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not files:
+                failures.append(Failure(text, "folder holds no image files"))
+            found += [(f, f.relative_to(path).with_suffix("")) for f in files]
+        elif path.is_file():
+            found.append((path, Path(path.stem)))
+        else:
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                failures.append(Failure(text, "no such file, folder or matching pattern"))
+            found += [(m, Path(m.stem)) for m in files]
+    return found, failures
+
+
+def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Failure]]:
+    found, failures = _expand(inputs)
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
+    seen: set[Path] = set()
+    for source, relative in found:
+        resolved = source.resolve()
+        if resolved in seen:
+            continue  # the same file named twice (e.g. a folder and a glob)
+        seen.add(resolved)
+        target = out / relative.with_name(relative.name + suffix)
+        if target in claimed:
+            failures.append(
+                Failure(str(source), f"output {target} is already written from {claimed[target]}")
+            )
+            continue
+        claimed[target] = source
+        jobs.append(Job(source, target))
+    return jobs, failures
+
+
+def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start : start + size]
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def translate(
+    name: Annotated[str, typer.Argument(help="model name or alias in the store")],
+    inputs: Annotated[list[str], typer.Argument(help="image files, folders or glob patterns")],
+    out: Annotated[Path, typer.Option(help="output folder (created)")],
+    direction: Annotated[
+        str | None,
+        typer.Option(help="AtoB (G: X->Y) or BtoA (F: Y->X); optional for one-way models"),
+    ] = None,
+    store: StoreOption = None,
+    backend: Annotated[str, typer.Option(help="auto | onnx | torch")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="images per batch")] = 8,
+    output_format: Annotated[str, typer.Option("--format", help="png | jpeg | webp")] = "png",
+    quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg / webp quality")] = 95,
+    as_json: JsonOption = False,
+) -> None:
+    """Translate images with a stored model; outputs keep each input's size and alpha."""
+    from service.engine import Engine, EngineOptions
+    from service.imaging import ImageLimits, ImageRejected, encode_image, read_image_file
+    from service.settings import BackendName, DeviceName, PrecisionName, get_settings
+    from service.store import ModelStore
+
+    fmt = _choice("--format", output_format.lower().replace("jpg", "jpeg"), FORMATS)
+    settings = get_settings()
+    options = EngineOptions.from_settings(
+        settings,
+        backend=_choice("--backend", backend, get_args(BackendName)),
+        device=_choice("--device", device, get_args(DeviceName)),
+        precision=_choice("--precision", precision, get_args(PrecisionName)),
+        max_batch=batch_size,
+    )
+    with user_errors():
+        model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
+        if direction is None:
+            if len(model.manifest.directions) != 1:
+                raise typer.BadParameter("this model has two directions; give --direction")
+            direction = next(iter(model.manifest.directions))
+        engine = Engine(model, direction, options)
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        formats=settings.image_formats,
+    )
+    jobs, failures = _plan(inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt))
+    info = engine.describe()
+    err.print(
+        f"{info['model']} {direction} on {info['backend']} {info['device']} {info['precision']}: "
+        f"{len(jobs)} image(s) -> {out}",
+        highlight=False,
+    )
+    written: list[str] = []
+    started = time.perf_counter()
+    with tqdm(total=len(jobs), unit="img", disable=None, file=None) as bar:
+        for chunk in _chunks(jobs, batch_size):
+            images, ready = [], []
+            for job in chunk:
+                try:
+                    images.append(read_image_file(job.source, limits=limits))
+                    ready.append(job)
+                except (ImageRejected, OSError) as exc:  # messages start with the path
+                    reason = str(exc).removeprefix(f"{job.source}: ")
+                    failures.append(Failure(str(job.source), reason))
+            for job, result in zip(
+                ready, _translate_each(engine, images, ready, failures), strict=True
+            ):
+                if result is None:
+                    continue
+                try:
+                    _write_atomic(job.target, encode_image(result, format=fmt, quality=quality))
+                    written.append(str(job.target))
+                except OSError as exc:
+                    failures.append(Failure(str(job.source), f"cannot write {job.target}: {exc}"))
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - started
+    for failure in failures:
+        err.print(f"[red]failed:[/red] {failure.source}: {failure.error}", highlight=False)
+    summary = {
+        **info,
+        "written": written,
+        "failed": [{"input": f.source, "error": f.error} for f in failures],
+        "seconds": round(seconds, 3),
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        err.print(f"wrote {len(written)} image(s), {len(failures)} failed", highlight=False)
+    if failures:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _translate_each(
+    engine: Engine, images: list[DecodedImage], jobs: list[Job], failures: list[Failure]
+) -> list[DecodedImage | None]:
+    """The batch in one call; if it fails, one image at a time so only the bad one is lost."""
+    try:
+        return list(engine.translate(images))
+    except Exception:  # narrowed to the failing image below
+        results: list[DecodedImage | None] = []
+        for image, job in zip(images, jobs, strict=True):
+            try:
+                results.append(engine.translate([image])[0])
+            except Exception as exc:
+                failures.append(Failure(str(job.source), f"{type(exc).__name__}: {exc}"))
+                results.append(None)
+        return results

@@ -1,0 +1,164 @@
+"""The `manifest.json` schema of an exported model, shared by the exporter and the model store.
+
+It lives in ``models`` because ``training.export`` writes it and ``service.store`` reads it,
+and neither package may import the other. A manifest describes everything a server needs to
+run a model without the training code: which file holds which direction, the architecture (to
+rebuild the PyTorch network for the torch backend), the input rules and the value mapping, and
+a sha256 for every file so a tampered or truncated model is refused at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "DIRECTIONS",
+    "MANIFEST_FILE",
+    "Architecture",
+    "DirectionFiles",
+    "FileRecord",
+    "InputRules",
+    "ManifestError",
+    "ModelManifest",
+    "Normalisation",
+    "parse_manifest",
+    "sha256_file",
+]
+
+MANIFEST_FILE: Final = "manifest.json"
+FORMAT_VERSION: Final = 1
+DIRECTIONS: Final = ("AtoB", "BtoA")
+Direction = Literal["AtoB", "BtoA"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+Name = Annotated[str, Field(pattern=_NAME.pattern)]
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or does not match the schema."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileRecord(_Frozen):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(ge=0)]
+
+
+class DirectionFiles(_Frozen):
+    """Files of one direction, relative to the model folder."""
+
+    onnx: str
+    onnx_fp16: str | None = None
+    weights: str  # safetensors state dict of the generator, for the torch backend
+
+
+class Architecture(_Frozen):
+    """Arguments of `models.build_generator`, so the torch backend can rebuild the network."""
+
+    generator: str
+    ngf: int
+    norm: str
+    use_dropout: bool = False
+    input_nc: int = 3
+    output_nc: int = 3
+
+
+class InputRules(_Frozen):
+    """Sides are padded (reflect) up to a multiple of `multiple` and at least `min_side`."""
+
+    multiple: Annotated[int, Field(ge=1)]
+    min_side: Annotated[int, Field(ge=1)]
+    max_side: Annotated[int, Field(ge=1)] | None = None  # None: any size (tiled when large)
+    channels: Literal["RGB"] = "RGB"
+
+
+class Normalisation(_Frozen):
+    """The value mapping `models.imaging.array_to_tensor` applies: x / 127.5 - 1."""
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    range: tuple[float, float] = (-1.0, 1.0)
+
+
+def _default_domains() -> dict[Literal["A", "B"], str]:
+    return {"A": "A", "B": "B"}
+
+
+class ModelManifest(_Frozen):
+    format_version: Literal[1] = FORMAT_VERSION
+    name: Name
+    aliases: tuple[Name, ...] = ()
+    domains: dict[Literal["A", "B"], str] = Field(default_factory=_default_domains)
+    directions: dict[Direction, DirectionFiles]
+    architecture: Architecture
+    input: InputRules
+    normalisation: Normalisation = Normalisation()
+    training: dict[str, Any] = Field(default_factory=dict)  # source, config digest, step, ...
+    metrics: dict[str, Any] | None = None  # evaluation against ground truth, when measured
+    parity: dict[str, dict[str, float]] = Field(default_factory=dict)  # direction -> max |diff|
+    exporter: dict[str, str] = Field(default_factory=dict)  # package versions, opset
+    created: datetime
+    files: dict[str, FileRecord]
+
+    @field_validator("directions")
+    @classmethod
+    def _some_direction(cls, value: dict[str, DirectionFiles]) -> dict[str, DirectionFiles]:
+        if not value:
+            raise ValueError("a model needs at least one direction")
+        return value
+
+    @model_validator(mode="after")
+    def _files_are_recorded(self) -> ModelManifest:
+        for direction, files in self.directions.items():
+            for path in (files.onnx, files.onnx_fp16, files.weights):
+                if path is not None and path not in self.files:
+                    raise ValueError(f"{direction} names {path!r}, which has no sha256 in 'files'")
+        for path in self.files:
+            if Path(path).is_absolute() or ".." in Path(path).parts or "/" in path:
+                raise ValueError(f"file {path!r} must be a plain name inside the model folder")
+        return self
+
+    def direction(self, direction: str) -> DirectionFiles:
+        """The files of `direction`; the error names the directions this model has."""
+        if direction not in self.directions:
+            have = ", ".join(self.directions)
+            raise ManifestError(
+                f"model {self.name!r} has no direction {direction!r}; it has: {have}"
+            )
+        return self.directions[direction]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def parse_manifest(text: str | bytes, *, source: str) -> ModelManifest:
+    """Validate manifest JSON; errors name the source and every bad field."""
+    try:
+        return ModelManifest.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ManifestError(f"invalid manifest {source}: {problems}") from None
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(_NAME.match(name))

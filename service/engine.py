@@ -1,0 +1,343 @@
+"""The one inference path: run a batch of images through one direction of a stored model.
+
+The CLI, the API's batcher, the Celery workers and the benchmarks all call :class:`Engine`.
+Two backends run the network on a float32 ``(N, 3, H, W)`` batch in [-1, 1]:
+
+- ``onnx``: onnxruntime with the best installed provider (TensorRT → CUDA → CPU), IO binding
+  on CUDA, thread count and graph optimisation set explicitly;
+- ``torch``: the PyTorch generator rebuilt from the manifest and its safetensors weights, fp16
+  and channels_last on CUDA, optionally compiled (with CUDA graphs), for GPUs where
+  onnxruntime-gpu is not available.
+
+:meth:`Engine.translate` wraps either with the shared pre/post-processing of
+:mod:`service.imaging`: sides padded (reflect) to what the network accepts and cropped back,
+large images translated in overlapping tiles, images grouped by padded shape into batches,
+alpha reattached untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from models.manifest import ModelManifest
+
+from . import imaging
+from .imaging import DecodedImage
+from .settings import BackendName, DeviceName, PrecisionName, Settings
+from .store import ModelStore, StoredModel
+
+__all__ = ["BackendUnavailableError", "Engine", "EngineError", "EngineOptions", "Runner"]
+
+_ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class EngineError(Exception):
+    """The engine cannot run as asked (bad direction, precision, shape)."""
+
+
+class BackendUnavailableError(EngineError):
+    """The requested backend or device is not installed or not present on this machine."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    backend: BackendName = "auto"  # auto: onnx
+    device: DeviceName = "auto"  # auto: CUDA when the backend can use it, else CPU
+    precision: PrecisionName = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    max_batch: int = 8  # images (or tiles) per network call
+    threads: int | None = None  # CPU threads; None: the CPUs this process may use
+    tile: int = 512  # side of the tiles large images are cut into
+    tile_overlap: int = 64  # blended overlap between tiles
+    max_untiled_pixels: int = 1024 * 1024  # larger images are tiled (bounded memory)
+    channels_last: bool = True  # torch on CUDA
+    compile: bool = False  # torch: torch.compile the generator
+    cuda_graphs: bool = False  # torch + compile on CUDA: capture CUDA graphs
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> EngineOptions:
+        options = cls(
+            backend=settings.backend,
+            device=settings.device,
+            precision=settings.precision,
+            max_batch=settings.max_batch,
+            threads=settings.threads,
+            tile=settings.tile,
+            tile_overlap=settings.tile_overlap,
+            max_untiled_pixels=settings.max_untiled_pixels,
+        )
+        return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+class Runner(Protocol):
+    """A backend: float32 (N, 3, H, W) in [-1, 1] -> the same shape, H and W valid sides."""
+
+    backend: str
+    device: str
+    precision: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def _cpu_threads(threads: int | None) -> int:
+    return threads or len(os.sched_getaffinity(0))
+
+
+def _precision(requested: PrecisionName, device: str) -> str:
+    if requested == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return requested
+
+
+# --- onnxruntime ----------------------------------------------------------------------------
+
+
+class OnnxRunner:
+    backend = "onnx"
+
+    def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+        if options.device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            providers = [p for p in _ORT_PROVIDERS if p in available]
+            if options.device == "cuda" and providers == ["CPUExecutionProvider"]:
+                raise BackendUnavailableError(
+                    "onnxruntime has no CUDA or TensorRT provider here (install onnxruntime-gpu, "
+                    "or use --backend torch on a GPU)"
+                )
+        self.device = "cpu" if providers[0] == "CPUExecutionProvider" else "cuda"
+        self.precision = _precision(options.precision, self.device)
+        files = model.direction(direction)
+        if self.precision == "fp16" and files.onnx_fp16 is None:
+            raise EngineError(
+                f"model {model.manifest.name!r} has no fp16 graph; export it with --fp16 "
+                "or ask for fp32"
+            )
+        path = files.onnx_fp16 if self.precision == "fp16" else files.onnx
+        assert path is not None
+
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.intra_op_num_threads = _cpu_threads(options.threads)
+        session_options.inter_op_num_threads = 1
+        session_options.log_severity_level = 3
+        provider_options: list[dict[str, object]] = []
+        for provider in providers:
+            if provider == "TensorrtExecutionProvider":
+                provider_options.append(
+                    {
+                        "trt_fp16_enable": self.precision == "fp16",
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(model.folder / ".trt-cache"),
+                    }
+                )
+            else:
+                provider_options.append({})
+        self.session = ort.InferenceSession(
+            str(model.path(path)),
+            session_options,
+            providers=providers,
+            provider_options=provider_options,
+        )
+        self.providers = self.session.get_providers()
+        self._input = self.session.get_inputs()[0].name
+        self._output = self.session.get_outputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.device == "cpu":
+            (out,) = self.session.run([self._output], {self._input: batch})
+            return np.asarray(out)
+        # IO binding: one host->device copy in, the output allocated on the device
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self._input, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0))
+        binding.bind_output(self._output, "cuda")
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0])
+
+
+# --- torch ----------------------------------------------------------------------------------
+
+
+class TorchRunner:
+    backend = "torch"
+
+    def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from models import build_generator, load_compatible_state_dict
+
+        if options.device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError("--device cuda: torch sees no CUDA device here")
+        use_cuda = options.device != "cpu" and torch.cuda.is_available()
+        self.device = "cuda" if use_cuda else "cpu"
+        self.precision = _precision(options.precision, self.device)
+        if self.precision == "fp16" and not use_cuda:
+            raise EngineError("fp16 with the torch backend needs CUDA; use fp32 on the CPU")
+        if not use_cuda and options.threads:
+            torch.set_num_threads(options.threads)
+
+        arch = model.manifest.architecture
+        net = build_generator(
+            arch.generator,
+            input_nc=arch.input_nc,
+            output_nc=arch.output_nc,
+            ngf=arch.ngf,
+            norm=arch.norm,
+            use_dropout=arch.use_dropout,
+        )
+        weights = load_file(str(model.path(model.direction(direction).weights)))
+        load_compatible_state_dict(net, weights)
+        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._memory_format = (
+            torch.channels_last if use_cuda and options.channels_last else torch.contiguous_format
+        )
+        net = net.eval().to(self.device, self._dtype).to(memory_format=self._memory_format)
+        self._torch = torch
+        self._net: Callable[[torch.Tensor], torch.Tensor] = net
+        if options.compile:
+            mode = None
+            if use_cuda:
+                mode = "max-autotune" if options.cuda_graphs else "max-autotune-no-cudagraphs"
+            self._net = torch.compile(net, mode=mode, dynamic=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            x = x.to(self.device, non_blocking=True).to(
+                self._dtype, memory_format=self._memory_format
+            )
+            y = self._net(x)
+            # note: .cpu() is the sync point with the GPU
+            return y.float().cpu().numpy()
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def _make_runner(model: StoredModel, direction: str, options: EngineOptions) -> Runner:
+    if options.backend == "torch":
+        return TorchRunner(model, direction, options)
+    try:
+        return OnnxRunner(model, direction, options)
+    except ImportError as exc:
+        if options.backend == "onnx":
+            raise BackendUnavailableError(f"onnxruntime is not installed: {exc}") from exc
+        return TorchRunner(model, direction, options)
+
+
+class Engine:
+    """One direction of one model, ready to translate batches of images."""
+
+    def __init__(
+        self, model: StoredModel, direction: str, options: EngineOptions = EngineOptions()
+    ) -> None:
+        model.direction(direction)  # a clear error for a direction the model lacks
+        if options.max_batch < 1:
+            raise EngineError("max_batch must be at least 1")
+        rules = model.manifest.input
+        if options.tile % rules.multiple or options.tile < rules.min_side:
+            raise EngineError(
+                f"tile {options.tile} must be a multiple of {rules.multiple} and "
+                f">= {rules.min_side} for model {model.manifest.name!r}"
+            )
+        self.model = model
+        self.direction = direction
+        self.options = options
+        self.runner = _make_runner(model, direction, options)
+
+    @classmethod
+    def from_store(
+        cls, store: ModelStore, name: str, direction: str, options: EngineOptions = EngineOptions()
+    ) -> Engine:
+        return cls(store.open(name), direction, options)
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.model.manifest
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "model": self.manifest.name,
+            "direction": self.direction,
+            "backend": self.runner.backend,
+            "device": self.runner.device,
+            "precision": self.runner.precision,
+        }
+
+    # --- network level ------------------------------------------------------------------
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The network on a float32 (N, 3, H, W) batch whose sides it accepts, in chunks."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise EngineError(f"expected a (N, 3, H, W) batch, got shape {batch.shape}")
+        rules = self.manifest.input
+        height, width = batch.shape[2:]
+        if height % rules.multiple or width % rules.multiple or min(height, width) < rules.min_side:
+            raise EngineError(
+                f"sides must be multiples of {rules.multiple} and >= {rules.min_side}, "
+                f"got {height}x{width}; use translate() to pad automatically"
+            )
+        size = self.options.max_batch
+        chunks = [self.runner(batch[i : i + size]) for i in range(0, len(batch), size)]
+        return np.concatenate(chunks)
+
+    # --- image level --------------------------------------------------------------------
+
+    def translate(self, images: Sequence[DecodedImage]) -> list[DecodedImage]:
+        """Translate images of any size; each output has its input's size and alpha."""
+        rgb: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            height, width = image.rgb.shape[:2]
+            if height * width > self.options.max_untiled_pixels:
+                rgb[index] = self._translate_tiled(image.rgb)
+            else:
+                groups[self._padded(height, width)].append(index)
+        for (height, width), members in groups.items():
+            batch = np.concatenate(
+                [
+                    imaging.pad_to(imaging.to_network([images[i].rgb]), height, width)
+                    for i in members
+                ]
+            )
+            translated = self.run(batch)
+            for i, out in zip(members, translated, strict=True):
+                h, w = images[i].rgb.shape[:2]
+                rgb[i] = imaging.from_network(imaging.crop_to(out[None], h, w))[0]
+        return [
+            DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha)
+            for out, image in zip(rgb, images, strict=True)
+            if out is not None
+        ]
+
+    def _padded(self, height: int, width: int) -> tuple[int, int]:
+        rules = self.manifest.input
+        return imaging.padded_shape(height, width, multiple=rules.multiple, min_side=rules.min_side)
+
+    def _translate_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        padded_h, padded_w = self._padded(height, width)
+        image = imaging.pad_to(imaging.to_network([rgb]), padded_h, padded_w)[0]
+        out = imaging.translate_tiled(
+            image,
+            self.runner,
+            tile=self.options.tile,
+            overlap=self.options.tile_overlap,
+            multiple=self.manifest.input.multiple,
+            max_batch=self.options.max_batch,
+        )
+        return imaging.from_network(imaging.crop_to(out[None], height, width))[0]

@@ -1,0 +1,181 @@
+"""ONNX export: parity with PyTorch, dynamic shapes, fp16 rules, manifest, .pth import."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import IncompatibleCheckpointError, build_generator
+from models.manifest import MANIFEST_FILE, Architecture, parse_manifest, sha256_file
+from tests.conftest import TINY_ARCH, export_tiny_model
+from training import export as export_module
+from training.export import ExportOptions, ParityError, export_generators, export_pth, export_run
+
+REFERENCE = Path(__file__).parents[1] / "models" / "reference"
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _torch_out(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+def test_exported_graph_matches_pytorch_on_any_batch_and_size(exported_model: Path) -> None:
+    manifest = parse_manifest((exported_model / MANIFEST_FILE).read_text(), source="test")
+    net = build_generator("resnet_6blocks", ngf=4)
+    net.load_state_dict(load_file(exported_model / "AtoB.safetensors"))
+    net.eval()
+    session = _session(exported_model / "AtoB.onnx")
+    rng = np.random.default_rng(0)
+    for shape in [(1, 3, 8, 8), (3, 3, 36, 44), (2, 3, 260, 384)]:  # min side, odd, large
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        (y,) = session.run(None, {"input": x})
+        assert y.shape == shape
+        assert np.abs(y - _torch_out(net, x)).max() <= 1e-4
+    assert manifest.parity["AtoB"]["fp32_max_abs"] <= 1e-4
+
+
+def test_graph_io_has_named_dynamic_axes_and_opset(exported_model: Path) -> None:
+    model = onnx.load(exported_model / "BtoA.onnx")
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    for value in (*model.graph.input, *model.graph.output):
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, "height", "width"]
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_fp16_graph_keeps_instance_norm_and_io_in_fp32(exported_model: Path) -> None:
+    model = onnx.load(exported_model / "AtoB.fp16.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    types |= {i.name: i.data_type for i in model.graph.initializer}
+    types |= {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+    norms = [n for n in model.graph.node if n.op_type == "InstanceNormalization"]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert norms and convs
+    for node in norms:
+        assert {types[name] for name in node.input} == {onnx.TensorProto.FLOAT}
+    assert {types[c.input[1]] for c in convs} == {onnx.TensorProto.FLOAT16}
+    # and the fp16 graph still reproduces the network
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 40, 48)).astype(np.float32)
+    (y16,) = _session(exported_model / "AtoB.fp16.onnx").run(None, {"input": x})
+    (y32,) = _session(exported_model / "AtoB.onnx").run(None, {"input": x})
+    assert y16.dtype == np.float32
+    assert np.abs(y16 - y32).max() <= 2e-2
+
+
+def test_manifest_records_every_file_and_the_rules(exported_model: Path) -> None:
+    raw = json.loads((exported_model / MANIFEST_FILE).read_text())
+    manifest = parse_manifest(json.dumps(raw), source="test")
+    on_disk = {p.name for p in exported_model.iterdir()} - {MANIFEST_FILE}
+    assert set(manifest.files) == on_disk
+    for name, record in manifest.files.items():
+        assert record.sha256 == sha256_file(exported_model / name)
+        assert record.bytes == (exported_model / name).stat().st_size
+    assert manifest.architecture.model_dump(include=set(TINY_ARCH)) == TINY_ARCH
+    assert (manifest.input.multiple, manifest.input.min_side) == (4, 8)
+    assert manifest.aliases == ("day2night",)
+    assert manifest.domains == {"A": "day", "B": "night"}
+    assert manifest.directions["AtoB"].onnx_fp16 == "AtoB.fp16.onnx"
+    assert {"torch", "onnx", "onnxruntime", "opset"} <= set(manifest.exporter)
+    assert re.match(r"\d{4}-\d\d-\d\dT", raw["created"])
+
+
+def test_export_refuses_a_graph_that_does_not_reproduce_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_export = export_module._export_graph
+
+    def export_a_different_network(net, architecture, opset):  # type: ignore[no-untyped-def]
+        torch.manual_seed(123)
+        return real_export(build_generator("resnet_6blocks", ngf=4).eval(), architecture, opset)
+
+    monkeypatch.setattr(export_module, "_export_graph", export_a_different_network)
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_tiny_model(tmp_path)
+    assert not (tmp_path / "tiny" / MANIFEST_FILE).exists()
+
+
+def test_export_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "stray.txt").write_text("x")
+    with pytest.raises(export_module.ExportError, match="not empty"):
+        export_tiny_model(tmp_path)
+
+
+def test_export_run_carries_the_training_config(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.trainer import train
+
+    cfg = tiny_config(max_steps=2, checkpoint_every=2)
+    train(cfg)
+    manifest = export_run(cfg.out, tmp_path / "model", name="run-model")
+    assert manifest.training["config_digest"] == cfg.digest()
+    assert manifest.training["checkpoint"].endswith("2")
+    assert set(manifest.directions) == {"AtoB", "BtoA"}
+    assert manifest.architecture.generator == cfg.generator
+
+
+def _upstream_state_dict(listing: Path) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the keys and shapes of a public junyanz checkpoint."""
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for line in listing.read_text().splitlines():
+        key, shape = line.split("\t")
+        dims = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
+        state[key] = torch.randn(dims, generator=generator) * 0.02
+    return state
+
+
+def test_export_from_public_pth_file(tmp_path: Path) -> None:
+    """horse2zebra.pth-style files: upstream keys, old InstanceNorm stats, a DataParallel prefix."""
+    state = _upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
+    saved = {f"module.{k}": v for k, v in state.items()}
+    saved["module.model.2.running_mean"] = torch.zeros(64)  # pre-0.4 PyTorch checkpoints
+    torch.save(saved, tmp_path / "horse2zebra.pth")
+    arch = Architecture(generator="resnet_6blocks", ngf=64, norm="instance")
+    manifest = export_pth(
+        {"AtoB": tmp_path / "horse2zebra.pth"}, tmp_path / "h2z", name="h2z", architecture=arch
+    )
+    assert set(manifest.directions) == {"AtoB"}
+    assert manifest.training["source"] == "pth"
+    net = build_generator("resnet_6blocks")
+    net.load_state_dict(state)
+    net.eval()
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 32, 36)).astype(np.float32)
+    (y,) = _session(tmp_path / "h2z" / "AtoB.onnx").run(None, {"input": x})
+    assert np.abs(y - _torch_out(net, x)).max() <= 1e-4
+
+
+def test_export_from_pth_of_another_architecture_names_the_keys(tmp_path: Path) -> None:
+    state = _upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
+    torch.save(state, tmp_path / "six.pth")
+    arch = Architecture(generator="resnet_9blocks", ngf=64, norm="instance")
+    with pytest.raises(IncompatibleCheckpointError, match="missing keys"):
+        export_pth({"AtoB": tmp_path / "six.pth"}, tmp_path / "m", name="m", architecture=arch)
+
+
+def test_export_generators_rejects_unknown_directions(tmp_path: Path) -> None:
+    arch = Architecture(**TINY_ARCH)
+    with pytest.raises(export_module.ExportError, match="directions"):
+        export_generators(
+            {"XtoY": build_generator("resnet_6blocks", ngf=4)},
+            tmp_path / "m",
+            name="m",
+            architecture=arch,
+            options=ExportOptions(),
+        )

@@ -1,0 +1,388 @@
+"""Export generators to ONNX with a parity check, and write the model folder with its manifest.
+
+A model folder holds, per direction, the fp32 ONNX graph (dynamic batch, height and width),
+optionally an fp16 variant, and the PyTorch weights as safetensors (for the torch backend),
+plus ``manifest.json`` with a sha256 of every file. Every graph is compared with the PyTorch
+generator on random and real images through onnxruntime before anything is written out; an
+export that does not reproduce the network fails instead of publishing a wrong model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from models import build_generator, input_multiple, load_compatible_state_dict, min_input_side
+from models.checkpoint_compat import load_pth_state_dict
+from models.imaging import array_to_tensor
+from models.manifest import (
+    DIRECTIONS,
+    MANIFEST_FILE,
+    Architecture,
+    DirectionFiles,
+    FileRecord,
+    InputRules,
+    ModelManifest,
+    sha256_file,
+)
+
+from .config import TrainConfig
+from .evaluate import load_run_generators
+
+__all__ = [
+    "ExportError",
+    "ExportOptions",
+    "ParityError",
+    "export_generators",
+    "export_pth",
+    "export_run",
+]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+_DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported (bad source, or the graph failed a check)."""
+
+
+class ParityError(ExportError):
+    """The exported graph does not reproduce the PyTorch generator within tolerance."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    fp16: bool = False
+    opset: int = 18
+    fp32_tolerance: float = 1e-4  # max |onnx - torch| on [-1, 1] outputs
+    fp16_tolerance: float = 2e-2
+
+
+# --- ONNX graphs ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter prints progress to stdout and warns freely; keep stdout for --json."""
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        previous = logging.getLogger("torch").level
+        logging.getLogger("torch").setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.getLogger("torch").setLevel(previous)
+
+
+def _name_dynamic_dims(model: onnx.ModelProto) -> None:
+    """torch.export names dims s0, s53, ...; give the graph's IO the names users read."""
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for index, name in _DYNAMIC_DIMS.items():
+            dims[index].ClearField("dim_value")
+            dims[index].dim_param = name
+
+
+def _example_input(architecture: Architecture) -> torch.Tensor:
+    """Batch 2 and sides of at least two multiples: torch.export specialises sizes of 1."""
+    multiple = input_multiple(architecture.generator)
+    side = max(2 * multiple, min_input_side(architecture.generator), 32)
+    side = -(-side // multiple) * multiple
+    return torch.rand(2, architecture.input_nc, side, side + multiple) * 2 - 1
+
+
+def _export_graph(net: nn.Module, architecture: Architecture, opset: int) -> onnx.ModelProto:
+    dims = {i: torch.export.Dim.DYNAMIC for i in _DYNAMIC_DIMS}
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                net,
+                (_example_input(architecture),),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({**dims},),
+                external_data=False,
+            )
+    except Exception as exc:  # the exporter raises many unrelated types
+        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
+    assert program is not None
+    model = program.model_proto
+    _name_dynamic_dims(model)
+    return model
+
+
+def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations, but InstanceNormalization and the graph IO stay fp32:
+    instance-norm variance overflows and loses accuracy in fp16, and callers send fp32."""
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "values truncated to fp16 range" for tiny weights
+        block = [*float16.DEFAULT_OP_BLOCK_LIST, "InstanceNormalization"]
+        return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+
+
+def _check(model: onnx.ModelProto, label: str) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"{label}: onnx.checker failed: {exc}") from exc
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+
+def _real_images(height: int, width: int) -> np.ndarray:
+    """Photos shipped with scikit-image, resized to (height, width): uint8 (2, H, W, 3)."""
+    from skimage import data
+
+    photos = [data.chelsea(), data.astronaut()]
+    resized = [
+        np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.BICUBIC))
+        for p in photos
+    ]
+    return np.stack(resized)
+
+
+def _parity_inputs(architecture: Architecture) -> dict[str, torch.Tensor]:
+    """Random noise (batch 2, non-square) and two real photos at a second, different size."""
+    multiple = input_multiple(architecture.generator)
+    base = max(min_input_side(architecture.generator), 64)
+    height = -(-base // multiple) * multiple
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(2, 3, height, height + multiple, generator=generator) * 2 - 1
+    photos = array_to_tensor(_real_images(height + multiple, height + 2 * multiple))
+    return {"random": noise, "photos": photos}
+
+
+def _max_abs_diff(
+    model: onnx.ModelProto, net: nn.Module, inputs: Mapping[str, torch.Tensor]
+) -> float:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    worst = 0.0
+    for batch in inputs.values():
+        with torch.no_grad():
+            expected = net(batch).numpy()
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
+        if actual.shape != expected.shape:
+            raise ParityError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
+        worst = max(worst, float(np.nanmax(np.abs(actual - expected))))
+        if not np.isfinite(actual).all():
+            worst = float("inf")
+    return worst
+
+
+# --- model folder ---------------------------------------------------------------------------
+
+
+def _versions(opset: int) -> dict[str, str]:
+    versions = {"opset": str(opset)}
+    for package in ("unpaired", "torch", "onnx", "onnxruntime", "onnxconverter-common"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return versions
+
+
+def _export_direction(
+    direction: str,
+    net: nn.Module,
+    architecture: Architecture,
+    folder: Path,
+    options: ExportOptions,
+) -> tuple[DirectionFiles, dict[str, float]]:
+    net = net.to("cpu").eval()
+    inputs = _parity_inputs(architecture)
+    model = _export_graph(net, architecture, options.opset)
+    _check(model, f"{direction} fp32")
+    parity = {"fp32_max_abs": _max_abs_diff(model, net, inputs)}
+    if not parity["fp32_max_abs"] <= options.fp32_tolerance:
+        raise ParityError(
+            f"{direction}: ONNX fp32 output differs from PyTorch by {parity['fp32_max_abs']:.3g} "
+            f"(tolerance {options.fp32_tolerance:g}); refusing to export"
+        )
+    files = {"onnx": f"{direction}.onnx", "weights": f"{direction}.safetensors"}
+    onnx.save_model(model, folder / files["onnx"])
+    if options.fp16:
+        half = _to_fp16(model)
+        _check(half, f"{direction} fp16")
+        parity["fp16_max_abs"] = _max_abs_diff(half, net, inputs)
+        if not parity["fp16_max_abs"] <= options.fp16_tolerance:
+            raise ParityError(
+                f"{direction}: ONNX fp16 output differs from PyTorch fp32 by "
+                f"{parity['fp16_max_abs']:.3g} (tolerance {options.fp16_tolerance:g}); "
+                "export without --fp16"
+            )
+        files["onnx_fp16"] = f"{direction}.fp16.onnx"
+        onnx.save_model(half, folder / files["onnx_fp16"])
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, folder / files["weights"])
+    return DirectionFiles(**files), parity
+
+
+def export_generators(
+    generators: Mapping[str, nn.Module],
+    out_dir: Path,
+    *,
+    name: str,
+    architecture: Architecture,
+    aliases: Sequence[str] = (),
+    domains: Mapping[str, str] | None = None,
+    training: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    options: ExportOptions = ExportOptions(),
+) -> ModelManifest:
+    """Write a complete model folder into the empty (or new) `out_dir`; returns its manifest."""
+    unknown = set(generators) - set(DIRECTIONS)
+    if unknown or not generators:
+        raise ExportError(f"directions must be among {DIRECTIONS}, got {sorted(generators)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} is not empty")
+    directions: dict[str, DirectionFiles] = {}
+    parity: dict[str, dict[str, float]] = {}
+    for direction, net in generators.items():
+        directions[direction], parity[direction] = _export_direction(
+            direction, net, architecture, out_dir, options
+        )
+    files = {
+        path.name: FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
+        for path in sorted(out_dir.iterdir())
+    }
+    manifest = ModelManifest.model_validate(
+        {
+            "name": name,
+            "aliases": tuple(aliases),
+            "domains": dict(domains or {"A": "A", "B": "B"}),
+            "directions": directions,
+            "architecture": architecture,
+            "input": InputRules(
+                multiple=input_multiple(architecture.generator),
+                min_side=min_input_side(architecture.generator),
+            ),
+            "training": dict(training or {}),
+            "metrics": dict(metrics) if metrics is not None else None,
+            "parity": parity,
+            "exporter": _versions(options.opset),
+            "created": datetime.now(UTC),
+            "files": files,
+        }
+    )
+    (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
+    return manifest
+
+
+def _architecture(cfg: TrainConfig) -> Architecture:
+    return Architecture(
+        generator=cfg.generator, ngf=cfg.ngf, norm=cfg.norm, use_dropout=cfg.dropout
+    )
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    aliases: Sequence[str] = (),
+    domains: Mapping[str, str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    options: ExportOptions = ExportOptions(),
+) -> ModelManifest:
+    """Export both directions of a training run's latest checkpoint."""
+    cfg, checkpoint, nets = load_run_generators(run_dir, torch.device("cpu"))
+    training = {
+        "source": "run",
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint.name,
+        "model": cfg.model,
+        "dataset": cfg.dataset or (str(cfg.dataroot) if cfg.dataroot else None),
+        "size": cfg.size,
+        "config_digest": cfg.digest(),
+    }
+    return export_generators(
+        nets,
+        out_dir,
+        name=name,
+        architecture=_architecture(cfg),
+        aliases=aliases,
+        domains=domains,
+        training=training,
+        metrics=metrics,
+        options=options,
+    )
+
+
+def export_pth(
+    pth_files: Mapping[str, Path],
+    out_dir: Path,
+    *,
+    name: str,
+    architecture: Architecture,
+    aliases: Sequence[str] = (),
+    domains: Mapping[str, str] | None = None,
+    options: ExportOptions = ExportOptions(),
+) -> ModelManifest:
+    """Export public CycleGAN generator files (e.g. junyanz's horse2zebra.pth), one per direction.
+
+    The state dict must match `architecture` exactly (after the usual wrapper prefixes and the
+    stale InstanceNorm statistics of old checkpoints are dropped); otherwise the error lists the
+    missing and unexpected keys.
+    """
+    nets: dict[str, nn.Module] = {}
+    for direction, path in pth_files.items():
+        net = build_generator(
+            architecture.generator,
+            input_nc=architecture.input_nc,
+            output_nc=architecture.output_nc,
+            ngf=architecture.ngf,
+            norm=architecture.norm,
+            use_dropout=architecture.use_dropout,
+        )
+        load_compatible_state_dict(net, load_pth_state_dict(path))
+        nets[direction] = net
+    training = {
+        "source": "pth",
+        "files": {d: Path(p).name for d, p in pth_files.items()},
+        "sha256": {d: sha256_file(p) for d, p in pth_files.items()},
+    }
+    return export_generators(
+        nets,
+        out_dir,
+        name=name,
+        architecture=architecture,
+        aliases=aliases,
+        domains=domains,
+        training=training,
+        options=options,
+    )
+
+
+def staging_dir() -> tempfile.TemporaryDirectory[str]:
+    """A scratch folder for a model before the store publishes it."""
+    return tempfile.TemporaryDirectory(prefix="unpaired-export-")
