@@ -44,6 +44,9 @@ def export(
     name: Annotated[str, typer.Option(help="model name in the store, e.g. horse2zebra")] = "",
     store: StoreOption = None,
     fp16: Annotated[bool, typer.Option(help="also write an fp16 graph (GPU serving)")] = False,
+    tiled: Annotated[
+        bool, typer.Option(help="also write the graph that tiles large images consistently")
+    ] = True,
     alias: Annotated[list[str] | None, typer.Option(help="another name (repeatable)")] = None,
     domains: Annotated[
         str | None, typer.Option(help="human names of domains A and B, e.g. horse,zebra")
@@ -81,7 +84,7 @@ def export(
         _fail("--name is required: lower-case letters, digits, '.', '_' or '-' (e.g. horse2zebra)")
     if reverse_pth is not None and from_pth is None:
         _fail("--reverse-pth needs --from-pth")
-    options = ExportOptions(fp16=fp16)
+    options = ExportOptions(fp16=fp16, tiled=tiled)
     aliases, domain_names = tuple(alias or ()), _domains(domains)
     with user_errors(), staging_dir() as scratch:
         target = ModelStore(store_url(store))

@@ -33,6 +33,13 @@ __all__ = [
 ]
 
 MANIFEST_FILE: Final = "manifest.json"
+
+# Graph IO names: the contract between the exporter and every runtime.
+INPUT_NAME: Final = "input"  # float32 (batch, 3, height, width) in [-1, 1]
+OUTPUT_NAME: Final = "output"  # same shape
+STATS_IN: Final = "stats_in"  # tiled graph: float32 (batch, S) instance-norm statistics
+USE_STATS: Final = "use_stats"  # tiled graph: bool scalar, use stats_in instead of own stats
+STATS_OUT: Final = "stats"  # tiled graph: the statistics the network used
 FORMAT_VERSION: Final = 1
 DIRECTIONS: Final = ("AtoB", "BtoA")
 Direction = Literal["AtoB", "BtoA"]
@@ -59,6 +66,7 @@ class DirectionFiles(_Frozen):
 
     onnx: str
     onnx_fp16: str | None = None
+    onnx_tiled: str | None = None  # shares instance-norm statistics across tiles (norm_stats)
     weights: str  # safetensors state dict of the generator, for the torch backend
 
 
@@ -120,7 +128,7 @@ class ModelManifest(_Frozen):
     @model_validator(mode="after")
     def _files_are_recorded(self) -> ModelManifest:
         for direction, files in self.directions.items():
-            for path in (files.onnx, files.onnx_fp16, files.weights):
+            for path in (files.onnx, files.onnx_fp16, files.onnx_tiled, files.weights):
                 if path is not None and path not in self.files:
                     raise ValueError(f"{direction} names {path!r}, which has no sha256 in 'files'")
         for path in self.files:

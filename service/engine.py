@@ -21,11 +21,21 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnxruntime as ort
 
-from models.manifest import ModelManifest
+from models.manifest import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    STATS_IN,
+    STATS_OUT,
+    USE_STATS,
+    ModelManifest,
+)
+from models.norm_stats import SharedStatsGenerator, has_instance_norm
 
 from . import imaging
 from .imaging import DecodedImage
@@ -55,6 +65,8 @@ class EngineOptions:
     tile: int = 512  # side of the tiles large images are cut into
     tile_overlap: int = 64  # blended overlap between tiles
     max_untiled_pixels: int = 1024 * 1024  # larger images are tiled (bounded memory)
+    thumbnail_pixels: int | None = None  # tiles' shared statistics come from a thumbnail of
+    # at most this many pixels (None: max_untiled_pixels)
     channels_last: bool = True  # torch on CUDA
     compile: bool = False  # torch: torch.compile the generator
     cuda_graphs: bool = False  # torch + compile on CUDA: capture CUDA graphs
@@ -70,6 +82,7 @@ class EngineOptions:
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
             max_untiled_pixels=settings.max_untiled_pixels,
+            thumbnail_pixels=settings.thumbnail_pixels,
         )
         return replace(options, **overrides)  # type: ignore[arg-type]
 
@@ -80,8 +93,15 @@ class Runner(Protocol):
     backend: str
     device: str
     precision: str
+    shares_stats: bool  # has a network whose instance norms can use given statistics
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(output, statistics used): own statistics when `stats` is None, else `stats`."""
+        ...
 
 
 def _cpu_threads(threads: int | None) -> int:
@@ -101,8 +121,6 @@ class OnnxRunner:
     backend = "onnx"
 
     def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
-        import onnxruntime as ort
-
         available = set(ort.get_available_providers())
         if options.device == "cpu":
             providers = ["CPUExecutionProvider"]
@@ -124,45 +142,68 @@ class OnnxRunner:
         path = files.onnx_fp16 if self.precision == "fp16" else files.onnx
         assert path is not None
 
+        self._threads = _cpu_threads(options.threads)
+        self._providers = providers
+        self._trt_cache = model.folder / ".trt-cache"
+        self.session = self._new_session(model.path(path))
+        self.providers = self.session.get_providers()
+        self._tiled_path = model.path(files.onnx_tiled) if files.onnx_tiled else None
+        self._tiled_session: ort.InferenceSession | None = None
+        self.shares_stats = self._tiled_path is not None
+
+    def _new_session(self, path: Path) -> ort.InferenceSession:
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session_options.intra_op_num_threads = _cpu_threads(options.threads)
+        session_options.intra_op_num_threads = self._threads
         session_options.inter_op_num_threads = 1
         session_options.log_severity_level = 3
         provider_options: list[dict[str, object]] = []
-        for provider in providers:
+        for provider in self._providers:
             if provider == "TensorrtExecutionProvider":
                 provider_options.append(
                     {
                         "trt_fp16_enable": self.precision == "fp16",
                         "trt_engine_cache_enable": True,
-                        "trt_engine_cache_path": str(model.folder / ".trt-cache"),
+                        "trt_engine_cache_path": str(self._trt_cache),
                     }
                 )
             else:
                 provider_options.append({})
-        self.session = ort.InferenceSession(
-            str(model.path(path)),
+        return ort.InferenceSession(
+            str(path),
             session_options,
-            providers=providers,
+            providers=self._providers,
             provider_options=provider_options,
         )
-        self.providers = self.session.get_providers()
-        self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._tiled_path is None:
+            raise EngineError("this model was exported without the tiled graph")
+        if self._tiled_session is None:  # built on first use: most requests never tile
+            self._tiled_session = self._new_session(self._tiled_path)
+        session = self._tiled_session
+        size = session.get_inputs()[1].shape[1]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        feeds = {
+            INPUT_NAME: batch,
+            STATS_IN: np.zeros((len(batch), size), np.float32) if stats is None else stats,
+            USE_STATS: np.array(stats is not None),
+        }
+        output, used = session.run([OUTPUT_NAME, STATS_OUT], feeds)
+        return np.asarray(output), np.asarray(used)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.device == "cpu":
-            (out,) = self.session.run([self._output], {self._input: batch})
+            (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
             return np.asarray(out)
         # IO binding: one host->device copy in, the output allocated on the device
-        import onnxruntime as ort
-
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self._input, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0))
-        binding.bind_output(self._output, "cuda")
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0))
+        binding.bind_output(OUTPUT_NAME, "cuda")
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0])
 
@@ -206,7 +247,10 @@ class TorchRunner:
         )
         net = net.eval().to(self.device, self._dtype).to(memory_format=self._memory_format)
         self._torch = torch
+        self._base = net
         self._net: Callable[[torch.Tensor], torch.Tensor] = net
+        self._shared: SharedStatsGenerator | None = None
+        self.shares_stats = has_instance_norm(net)
         if options.compile:
             mode = None
             if use_cuda:
@@ -224,19 +268,47 @@ class TorchRunner:
             # note: .cpu() is the sync point with the GPU
             return y.float().cpu().numpy()
 
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        if self._shared is None:  # fp32: variances overflow fp16
+            self._shared = SharedStatsGenerator(self._base).float().eval()
+        shared = self._shared
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            given = (
+                torch.zeros(len(batch), shared.size)
+                if stats is None
+                else torch.from_numpy(np.ascontiguousarray(stats, dtype=np.float32))
+            )
+            use = torch.tensor(stats is not None, device=self.device)
+            y, used = shared(x, given.to(self.device), use)
+            return y.cpu().numpy(), used.cpu().numpy()
+
 
 # --- engine ---------------------------------------------------------------------------------
 
 
+def _onnx_has_gpu() -> bool:
+    return bool(
+        {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+    )
+
+
 def _make_runner(model: StoredModel, direction: str, options: EngineOptions) -> Runner:
-    if options.backend == "torch":
+    """`auto`: onnxruntime, unless only torch can reach the GPU (no onnxruntime-gpu here)."""
+    backend = options.backend
+    if backend == "auto":
+        backend = "onnx"
+        if options.device != "cpu" and not _onnx_has_gpu():
+            import torch
+
+            if torch.cuda.is_available():
+                backend = "torch"
+    if backend == "torch":
         return TorchRunner(model, direction, options)
-    try:
-        return OnnxRunner(model, direction, options)
-    except ImportError as exc:
-        if options.backend == "onnx":
-            raise BackendUnavailableError(f"onnxruntime is not installed: {exc}") from exc
-        return TorchRunner(model, direction, options)
+    return OnnxRunner(model, direction, options)
 
 
 class Engine:
@@ -329,15 +401,35 @@ class Engine:
         return imaging.padded_shape(height, width, multiple=rules.multiple, min_side=rules.min_side)
 
     def _translate_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        """Overlapping, blended tiles; with instance norm, every tile is normalised with the
+        statistics of a thumbnail of the whole image, so tiles agree in tone (see norm_stats)."""
         height, width = rgb.shape[:2]
         padded_h, padded_w = self._padded(height, width)
-        image = imaging.pad_to(imaging.to_network([rgb]), padded_h, padded_w)[0]
+        image = imaging.pad_to(imaging.to_network([rgb]), padded_h, padded_w)
+        run: Callable[[np.ndarray], np.ndarray] = self.runner
+        if self.runner.shares_stats:
+            _, stats = self.runner.run_shared(self._thumbnail(rgb, image), None)  # (1, S)
+
+            def run(tiles: np.ndarray) -> np.ndarray:
+                return self.runner.run_shared(tiles, np.repeat(stats, len(tiles), axis=0))[0]
+
         out = imaging.translate_tiled(
-            image,
-            self.runner,
+            image[0],
+            run,
             tile=self.options.tile,
             overlap=self.options.tile_overlap,
             multiple=self.manifest.input.multiple,
             max_batch=self.options.max_batch,
         )
         return imaging.from_network(imaging.crop_to(out[None], height, width))[0]
+
+    def _thumbnail(self, rgb: np.ndarray, padded: np.ndarray) -> np.ndarray:
+        """The whole image, downscaled to the thumbnail budget when it is larger."""
+        budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
+        if padded.shape[2] * padded.shape[3] <= budget:
+            return padded  # exact: the statistics an untiled pass would use
+        rules = self.manifest.input
+        height, width = imaging.thumbnail_shape(
+            *rgb.shape[:2], max_pixels=budget, multiple=rules.multiple, min_side=rules.min_side
+        )
+        return imaging.to_network([imaging.thumbnail(rgb, height, width)])

@@ -55,6 +55,8 @@ __all__ = [
     "padded_shape",
     "plan_tiles",
     "read_image_file",
+    "thumbnail",
+    "thumbnail_shape",
     "to_network",
     "translate_tiled",
 ]
@@ -548,3 +550,23 @@ def translate_tiled(
                 weight_sum[t.y : t.y + t.height, t.x : t.x + t.width] += weights
     total /= weight_sum
     return total
+
+
+def thumbnail_shape(
+    height: int, width: int, *, max_pixels: int, multiple: int, min_side: int
+) -> tuple[int, int]:
+    """The largest (h, w) of the image's aspect with h * w <= max_pixels, sides multiples of
+    `multiple` and >= min_side: the whole-image view tiles take their statistics from."""
+    scale = min(1.0, (max_pixels / (height * width)) ** 0.5)
+    floor = _round_up(min_side, multiple)
+
+    def side(length: int) -> int:
+        return max(floor, int(length * scale) // multiple * multiple)
+
+    return side(height), side(width)
+
+
+def thumbnail(rgb: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
+    """uint8 (H, W, 3) resized to (height, width) with an antialiasing (Lanczos) filter."""
+    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS)
+    return np.ascontiguousarray(np.asarray(resized))

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     tile: Annotated[int, Field(ge=64)] = 512
     tile_overlap: Annotated[int, Field(ge=0)] = 64
     max_untiled_pixels: Annotated[int, Field(ge=1)] = 1024 * 1024
+    thumbnail_pixels: Annotated[int, Field(ge=1)] | None = None
 
     # input limits
     max_image_bytes: Annotated[int, Field(ge=1)] = 50 * 2**20

@@ -34,7 +34,12 @@ from models.checkpoint_compat import load_pth_state_dict
 from models.imaging import array_to_tensor
 from models.manifest import (
     DIRECTIONS,
+    INPUT_NAME,
     MANIFEST_FILE,
+    OUTPUT_NAME,
+    STATS_IN,
+    STATS_OUT,
+    USE_STATS,
     Architecture,
     DirectionFiles,
     FileRecord,
@@ -42,6 +47,7 @@ from models.manifest import (
     ModelManifest,
     sha256_file,
 )
+from models.norm_stats import SharedStatsGenerator, has_instance_norm
 
 from .config import TrainConfig
 from .evaluate import load_run_generators
@@ -55,10 +61,6 @@ __all__ = [
     "export_run",
 ]
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-_DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
-
 
 class ExportError(RuntimeError):
     """The model could not be exported (bad source, or the graph failed a check)."""
@@ -71,6 +73,7 @@ class ParityError(ExportError):
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
     fp16: bool = False
+    tiled: bool = True  # the graph tiles of large images use to share statistics
     opset: int = 18
     fp32_tolerance: float = 1e-4  # max |onnx - torch| on [-1, 1] outputs
     fp16_tolerance: float = 2e-2
@@ -95,11 +98,15 @@ def _quiet_exporter() -> Iterator[None]:
             logging.getLogger("torch").setLevel(previous)
 
 
-def _name_dynamic_dims(model: onnx.ModelProto) -> None:
+_IMAGE_DIMS = {0: "batch", 2: "height", 3: "width"}
+_STATS_DIMS = {0: "batch"}
+
+
+def _name_dynamic_dims(model: onnx.ModelProto, names: Mapping[str, Mapping[int, str]]) -> None:
     """torch.export names dims s0, s53, ...; give the graph's IO the names users read."""
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        for index, name in _DYNAMIC_DIMS.items():
+        for index, name in names.get(value.name, {}).items():
             dims[index].ClearField("dim_value")
             dims[index].dim_param = name
 
@@ -112,26 +119,60 @@ def _example_input(architecture: Architecture) -> torch.Tensor:
     return torch.rand(2, architecture.input_nc, side, side + multiple) * 2 - 1
 
 
-def _export_graph(net: nn.Module, architecture: Architecture, opset: int) -> onnx.ModelProto:
-    dims = {i: torch.export.Dim.DYNAMIC for i in _DYNAMIC_DIMS}
+def _export(
+    net: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    *,
+    inputs: Mapping[str, Mapping[int, str] | None],
+    outputs: Mapping[str, Mapping[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
+    """torch.onnx (dynamo) with named inputs/outputs; the mapped axes are dynamic."""
+    dynamic = tuple(
+        {i: torch.export.Dim.DYNAMIC for i in dims} if dims else None for dims in inputs.values()
+    )
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
                 net,
-                (_example_input(architecture),),
+                args,
                 dynamo=True,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({**dims},),
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_shapes=dynamic,
                 external_data=False,
             )
     except Exception as exc:  # the exporter raises many unrelated types
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
     assert program is not None
     model = program.model_proto
-    _name_dynamic_dims(model)
+    _name_dynamic_dims(model, {k: v for k, v in {**inputs, **outputs}.items() if v})
     return model
+
+
+def _export_graph(net: nn.Module, architecture: Architecture, opset: int) -> onnx.ModelProto:
+    """The generator as users expect it: input (N, 3, H, W) -> output (N, 3, H, W)."""
+    return _export(
+        net,
+        (_example_input(architecture),),
+        inputs={INPUT_NAME: _IMAGE_DIMS},
+        outputs={OUTPUT_NAME: _IMAGE_DIMS},
+        opset=opset,
+    )
+
+
+def _export_tiled_graph(
+    net: SharedStatsGenerator, architecture: Architecture, opset: int
+) -> onnx.ModelProto:
+    """The generator with shareable instance-norm statistics (see models.norm_stats)."""
+    return _export(
+        net,
+        net.example_inputs(_example_input(architecture)),
+        inputs={INPUT_NAME: _IMAGE_DIMS, STATS_IN: _STATS_DIMS, USE_STATS: None},
+        outputs={OUTPUT_NAME: _IMAGE_DIMS, STATS_OUT: _STATS_DIMS},
+        opset=opset,
+    )
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -178,25 +219,62 @@ def _parity_inputs(architecture: Architecture) -> dict[str, torch.Tensor]:
     return {"random": noise, "photos": photos}
 
 
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _worst(actual: Sequence[np.ndarray], expected: Sequence[torch.Tensor]) -> float:
+    worst = 0.0
+    for a, e in zip(actual, expected, strict=True):
+        if a.shape != tuple(e.shape):
+            raise ParityError(f"ONNX output shape {a.shape} != PyTorch {tuple(e.shape)}")
+        if not np.isfinite(a).all():
+            return float("inf")
+        worst = max(worst, float(np.abs(a - e.numpy()).max()))
+    return worst
+
+
 def _max_abs_diff(
     model: onnx.ModelProto, net: nn.Module, inputs: Mapping[str, torch.Tensor]
 ) -> float:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    worst = 0.0
+    session, worst = _session(model), 0.0
     for batch in inputs.values():
         with torch.no_grad():
-            expected = net(batch).numpy()
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
-        if actual.shape != expected.shape:
-            raise ParityError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
-        worst = max(worst, float(np.nanmax(np.abs(actual - expected))))
-        if not np.isfinite(actual).all():
-            worst = float("inf")
+            expected = net(batch)
+        actual = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
+        worst = max(worst, _worst(actual, [expected]))
     return worst
+
+
+def _tiled_max_abs_diff(
+    model: onnx.ModelProto, net: SharedStatsGenerator, inputs: Mapping[str, torch.Tensor]
+) -> float:
+    """Both modes: own statistics (outputs and stats), and the first image's shared by all."""
+    session, worst = _session(model), 0.0
+    for batch in inputs.values():
+        with torch.no_grad():
+            own = net(*net.example_inputs(batch))
+            shared_stats = own[1][:1].expand(len(batch), -1).contiguous()
+            shared = net(batch, shared_stats, torch.tensor(True))
+        feeds = {INPUT_NAME: batch.numpy(), STATS_IN: np.zeros(own[1].shape, np.float32)}
+        actual = session.run([OUTPUT_NAME, STATS_OUT], {**feeds, USE_STATS: np.array(False)})
+        worst = max(worst, _worst(actual, own))
+        feeds = {INPUT_NAME: batch.numpy(), STATS_IN: shared_stats.numpy()}
+        actual = session.run([OUTPUT_NAME], {**feeds, USE_STATS: np.array(True)})
+        worst = max(worst, _worst(actual, shared[:1]))
+    return worst
+
+
+def _require(parity: Mapping[str, float], key: str, tolerance: float, what: str) -> None:
+    if not parity[key] <= tolerance:
+        raise ParityError(
+            f"{what} differs from PyTorch by {parity[key]:.3g} (tolerance {tolerance:g}); "
+            "refusing to export"
+        )
 
 
 # --- model folder ---------------------------------------------------------------------------
@@ -222,25 +300,26 @@ def _export_direction(
     model = _export_graph(net, architecture, options.opset)
     _check(model, f"{direction} fp32")
     parity = {"fp32_max_abs": _max_abs_diff(model, net, inputs)}
-    if not parity["fp32_max_abs"] <= options.fp32_tolerance:
-        raise ParityError(
-            f"{direction}: ONNX fp32 output differs from PyTorch by {parity['fp32_max_abs']:.3g} "
-            f"(tolerance {options.fp32_tolerance:g}); refusing to export"
-        )
+    _require(parity, "fp32_max_abs", options.fp32_tolerance, f"{direction}: ONNX fp32 output")
     files = {"onnx": f"{direction}.onnx", "weights": f"{direction}.safetensors"}
     onnx.save_model(model, folder / files["onnx"])
     if options.fp16:
         half = _to_fp16(model)
         _check(half, f"{direction} fp16")
         parity["fp16_max_abs"] = _max_abs_diff(half, net, inputs)
-        if not parity["fp16_max_abs"] <= options.fp16_tolerance:
-            raise ParityError(
-                f"{direction}: ONNX fp16 output differs from PyTorch fp32 by "
-                f"{parity['fp16_max_abs']:.3g} (tolerance {options.fp16_tolerance:g}); "
-                "export without --fp16"
-            )
+        what = f"{direction}: ONNX fp16 output (export without --fp16?)"
+        _require(parity, "fp16_max_abs", options.fp16_tolerance, what)
         files["onnx_fp16"] = f"{direction}.fp16.onnx"
         onnx.save_model(half, folder / files["onnx_fp16"])
+    if options.tiled and has_instance_norm(net):  # tiles share a thumbnail's statistics
+        shared = SharedStatsGenerator(net).eval()
+        tiled = _export_tiled_graph(shared, architecture, options.opset)
+        _check(tiled, f"{direction} tiled")
+        parity["tiled_max_abs"] = _tiled_max_abs_diff(tiled, shared, inputs)
+        what = f"{direction}: ONNX graph with shared statistics"
+        _require(parity, "tiled_max_abs", options.fp32_tolerance, what)
+        files["onnx_tiled"] = f"{direction}.tiled.onnx"
+        onnx.save_model(tiled, folder / files["onnx_tiled"])
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, folder / files["weights"])
     return DirectionFiles(**files), parity

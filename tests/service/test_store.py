@@ -10,7 +10,6 @@ import pytest
 
 from models.manifest import MANIFEST_FILE, ManifestError
 from service.store import ModelIntegrityError, ModelNotFoundError, ModelStore, StoreError
-from tests.conftest import export_tiny_model
 
 
 def test_publish_then_open_by_name_and_alias(model_store: Path) -> None:
@@ -108,7 +107,10 @@ def test_publish_refuses_a_modified_folder(tmp_path: Path, exported_model: Path)
 
 
 def test_alias_taken_by_another_model_is_refused(model_store: Path, tmp_path: Path) -> None:
-    other = export_tiny_model(tmp_path / "other", "other", aliases=("day2night",))
+    other = tmp_path / "other"
+    shutil.copytree(model_store / "tiny", other)
+    manifest = json.loads((other / MANIFEST_FILE).read_text())
+    (other / MANIFEST_FILE).write_text(json.dumps({**manifest, "name": "other"}))
     with pytest.raises(StoreError, match="day2night already names model 'tiny'"):
         ModelStore(model_store).publish(other)
 

@@ -56,6 +56,39 @@ def test_graph_io_has_named_dynamic_axes_and_opset(exported_model: Path) -> None
     onnx.checker.check_model(model, full_check=True)
 
 
+def test_tiled_graph_shares_statistics_and_matches_the_plain_graph(exported_model: Path) -> None:
+    manifest = parse_manifest((exported_model / MANIFEST_FILE).read_text(), source="test")
+    assert manifest.directions["AtoB"].onnx_tiled == "AtoB.tiled.onnx"
+    assert manifest.parity["AtoB"]["tiled_max_abs"] <= 1e-4
+    model = onnx.load(exported_model / "AtoB.tiled.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    io_dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*model.graph.input, *model.graph.output)
+    }
+    size = io_dims["stats_in"][1]
+    assert io_dims == {
+        "input": ["batch", 3, "height", "width"],
+        "stats_in": ["batch", size],
+        "use_stats": [],
+        "output": ["batch", 3, "height", "width"],
+        "stats": ["batch", size],
+    }
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 3, 36, 40)).astype(np.float32)
+    tiled, plain = (
+        _session(exported_model / "AtoB.tiled.onnx"),
+        _session(exported_model / "AtoB.onnx"),
+    )
+    zeros = np.zeros((2, size), np.float32)
+    y, stats = tiled.run(None, {"input": x, "stats_in": zeros, "use_stats": np.array(False)})
+    assert np.abs(y - plain.run(None, {"input": x})[0]).max() <= 1e-4
+    # the first image's statistics given to both: the first output is unchanged
+    shared = np.repeat(stats[:1], 2, axis=0)
+    y2, _ = tiled.run(None, {"input": x, "stats_in": shared, "use_stats": np.array(True)})
+    assert np.abs(y2[0] - y[0]).max() <= 1e-4
+    assert np.abs(y2[1] - y[1]).max() > 1e-2
+
+
 def test_fp16_graph_keeps_instance_norm_and_io_in_fp32(exported_model: Path) -> None:
     model = onnx.load(exported_model / "AtoB.fp16.onnx")
     onnx.checker.check_model(model, full_check=True)
@@ -123,7 +156,9 @@ def test_export_run_carries_the_training_config(tiny_config, tmp_path: Path) -> 
 
     cfg = tiny_config(max_steps=2, checkpoint_every=2)
     train(cfg)
-    manifest = export_run(cfg.out, tmp_path / "model", name="run-model")
+    options = ExportOptions(tiled=False)
+    manifest = export_run(cfg.out, tmp_path / "model", name="run-model", options=options)
+    assert manifest.directions["AtoB"].onnx_tiled is None
     assert manifest.training["config_digest"] == cfg.digest()
     assert manifest.training["checkpoint"].endswith("2")
     assert set(manifest.directions) == {"AtoB", "BtoA"}
@@ -149,7 +184,11 @@ def test_export_from_public_pth_file(tmp_path: Path) -> None:
     torch.save(saved, tmp_path / "horse2zebra.pth")
     arch = Architecture(generator="resnet_6blocks", ngf=64, norm="instance")
     manifest = export_pth(
-        {"AtoB": tmp_path / "horse2zebra.pth"}, tmp_path / "h2z", name="h2z", architecture=arch
+        {"AtoB": tmp_path / "horse2zebra.pth"},
+        tmp_path / "h2z",
+        name="h2z",
+        architecture=arch,
+        options=ExportOptions(tiled=False),
     )
     assert set(manifest.directions) == {"AtoB"}
     assert manifest.training["source"] == "pth"
