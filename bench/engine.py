@@ -6,7 +6,7 @@ torch eager fp32 at batch 1. A ResNet-9 (ngf 64) CycleGAN generator is exported 
 temporary store (speed does not depend on the weights). On a slow CPU, cells whose predicted
 run time exceeds --budget seconds are skipped and marked so, never silently dropped.
 
-    python bench/engine.py                         # CPU: onnxruntime vs torch
+    python bench/engine.py                         # CPU: onnxruntime (fp32, int8) vs torch
     python bench/engine.py --device cuda --json-out docs/engine_h100.json
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -58,8 +59,16 @@ def configs(device: str, threads: int | None) -> list[Config]:
         return [
             reference,
             Config(
+                "torch fp32",
+                EngineOptions(backend="torch", device="cpu", precision="fp32", threads=threads),
+            ),
+            Config(
                 "onnxruntime fp32",
                 EngineOptions(backend="onnx", device="cpu", precision="fp32", threads=threads),
+            ),
+            Config(
+                "onnxruntime int8",
+                EngineOptions(backend="onnx", device="cpu", precision="int8", threads=threads),
             ),
         ]
     out = [
@@ -83,18 +92,24 @@ def configs(device: str, threads: int | None) -> list[Config]:
     return out
 
 
-def export_model(folder: Path, ngf: int) -> ModelStore:
+def export_model(folder: Path, ngf: int, device: str) -> ModelStore:
     arch = Architecture(generator="resnet_9blocks", ngf=ngf, norm="instance")
     torch.manual_seed(0)
     net = build_generator(arch.generator, ngf=ngf).eval()
+    # Speed does not depend on the weights, but int8 fidelity does: a random-init network is
+    # far more sensitive to quantization than a trained one, so no fidelity floor here.
+    options = ExportOptions(fp16=True, tiled=False, int8=device == "cpu", int8_min_psnr=0)
     export_generators(
-        {"AtoB": net},
-        folder / "store" / "bench",
-        name="bench",
-        architecture=arch,
-        options=ExportOptions(fp16=True),
+        {"AtoB": net}, folder / "store" / "bench", name="bench", architecture=arch, options=options
     )
     return ModelStore(folder / "store")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({len(os.sched_getaffinity(0))} CPUs)"
+    return platform.processor()
 
 
 def _sync(device: str) -> None:
@@ -140,7 +155,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        store = export_model(Path(scratch), args.ngf)
+        store = export_model(Path(scratch), args.ngf, device)
         model = store.open("bench")
         for config in configs(device, args.threads):
             engine = Engine(model, "AtoB", config.options)
@@ -183,7 +198,7 @@ def main() -> None:
     err.print(table)
     result = {
         "benchmark": "engine",
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "cpu_threads": args.threads or torch.get_num_threads(),
         "model": f"resnet_9blocks ngf {args.ngf}",
         "min_seconds": args.min_seconds,

@@ -44,6 +44,9 @@ def export(
     name: Annotated[str, typer.Option(help="model name in the store, e.g. horse2zebra")] = "",
     store: StoreOption = None,
     fp16: Annotated[bool, typer.Option(help="also write an fp16 graph (GPU serving)")] = False,
+    int8: Annotated[
+        bool, typer.Option(help="also write an int8 graph for CPU serving (calibrated, measured)")
+    ] = False,
     tiled: Annotated[
         bool, typer.Option(help="also write the graph that tiles large images consistently")
     ] = True,
@@ -84,7 +87,7 @@ def export(
         _fail("--name is required: lower-case letters, digits, '.', '_' or '-' (e.g. horse2zebra)")
     if reverse_pth is not None and from_pth is None:
         _fail("--reverse-pth needs --from-pth")
-    options = ExportOptions(fp16=fp16, tiled=tiled)
+    options = ExportOptions(fp16=fp16, int8=int8, tiled=tiled)
     aliases, domain_names = tuple(alias or ()), _domains(domains)
     with user_errors(), staging_dir() as scratch:
         target = ModelStore(store_url(store))
@@ -142,6 +145,7 @@ def _row(manifest: Any) -> dict[str, Any]:
         "domains": manifest.domains,
         "directions": sorted(manifest.directions),
         "fp16": all(d.onnx_fp16 for d in manifest.directions.values()),
+        "int8": all(d.onnx_int8 for d in manifest.directions.values()),
         "generator": manifest.architecture.generator,
         "ngf": manifest.architecture.ngf,
         "input_multiple": manifest.input.multiple,
@@ -167,7 +171,7 @@ def models_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
             r["name"],
             ", ".join(r["aliases"]),
             f"{r['domains']['A']} / {r['domains']['B']}",
-            " ".join(r["directions"]) + (" (+fp16)" if r["fp16"] else ""),
+            " ".join(r["directions"]) + "".join(f" +{p}" for p in ("fp16", "int8") if r[p]),
             f"{r['generator']} ngf {r['ngf']}",
             f"{r['bytes'] / 2**20:.1f}",
             r["created"],

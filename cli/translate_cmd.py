@@ -119,7 +119,7 @@ def translate(
     store: StoreOption = None,
     backend: Annotated[str, typer.Option(help="auto | onnx | torch")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | int8")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="images per batch")] = 8,
     output_format: Annotated[str, typer.Option("--format", help="png | jpeg | webp")] = "png",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg / webp quality")] = 95,

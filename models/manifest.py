@@ -67,6 +67,7 @@ class DirectionFiles(_Frozen):
     onnx: str
     onnx_fp16: str | None = None
     onnx_tiled: str | None = None  # shares instance-norm statistics across tiles (norm_stats)
+    onnx_int8: str | None = None  # statically quantized, for CPU serving
     weights: str  # safetensors state dict of the generator, for the torch backend
 
 
@@ -128,7 +129,8 @@ class ModelManifest(_Frozen):
     @model_validator(mode="after")
     def _files_are_recorded(self) -> ModelManifest:
         for direction, files in self.directions.items():
-            for path in (files.onnx, files.onnx_fp16, files.onnx_tiled, files.weights):
+            paths = (files.onnx, files.onnx_fp16, files.onnx_tiled, files.onnx_int8, files.weights)
+            for path in paths:
                 if path is not None and path not in self.files:
                     raise ValueError(f"{direction} names {path!r}, which has no sha256 in 'files'")
         for path in self.files:

@@ -59,7 +59,7 @@ class BackendUnavailableError(EngineError):
 class EngineOptions:
     backend: BackendName = "auto"  # auto: onnx
     device: DeviceName = "auto"  # auto: CUDA when the backend can use it, else CPU
-    precision: PrecisionName = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    precision: PrecisionName = "auto"  # auto: fp16 on CUDA, fp32 on CPU; int8 only if asked
     max_batch: int = 8  # images (or tiles) per network call
     threads: int | None = None  # CPU threads; None: the CPUs this process may use
     tile: int = 512  # side of the tiles large images are cut into
@@ -132,16 +132,17 @@ class OnnxRunner:
                     "or use --backend torch on a GPU)"
                 )
         self.device = "cpu" if providers[0] == "CPUExecutionProvider" else "cuda"
-        self.precision = _precision(options.precision, self.device)
         files = model.direction(direction)
-        if self.precision == "fp16" and files.onnx_fp16 is None:
+        self.precision = _precision(options.precision, self.device)
+        if options.precision == "auto" and files.onnx_fp16 is None:
+            self.precision = "fp32"  # fp16 on CUDA only when the model was exported with it
+        graphs = {"fp32": files.onnx, "fp16": files.onnx_fp16, "int8": files.onnx_int8}
+        path = graphs[self.precision]
+        if path is None:
             raise EngineError(
-                f"model {model.manifest.name!r} has no fp16 graph; export it with --fp16 "
-                "or ask for fp32"
+                f"model {model.manifest.name!r} has no {self.precision} graph; export it with "
+                f"--{self.precision} or ask for fp32"
             )
-        path = files.onnx_fp16 if self.precision == "fp16" else files.onnx
-        assert path is not None
-
         self._threads = _cpu_threads(options.threads)
         self._providers = providers
         self._trt_cache = model.folder / ".trt-cache"
@@ -227,6 +228,8 @@ class TorchRunner:
         self.precision = _precision(options.precision, self.device)
         if self.precision == "fp16" and not use_cuda:
             raise EngineError("fp16 with the torch backend needs CUDA; use fp32 on the CPU")
+        if self.precision == "int8":
+            raise EngineError("int8 graphs run on the onnx backend; use --backend onnx")
         if not use_cuda and options.threads:
             torch.set_num_threads(options.threads)
 

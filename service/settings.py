@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BackendName = Literal["auto", "onnx", "torch"]
 DeviceName = Literal["auto", "cpu", "cuda"]
-PrecisionName = Literal["auto", "fp32", "fp16"]
+PrecisionName = Literal["auto", "fp32", "fp16", "int8"]
 
 
 class Settings(BaseSettings):
@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # engine
     backend: BackendName = "auto"
     device: DeviceName = "auto"
-    precision: PrecisionName = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU")
+    precision: PrecisionName = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on CPU; int8 (CPU) if exported with it"
+    )
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 8
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None, description="CPU threads per engine; default: the CPUs this process may use"

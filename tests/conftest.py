@@ -49,7 +49,8 @@ TINY_ARCH = {"generator": "resnet_6blocks", "ngf": 4, "norm": "instance"}
 
 
 def export_tiny_model(folder: Path, name: str = "tiny", *, seed: int = 0, **kwargs: Any) -> Path:
-    """Export a random-init tiny ResNet-6 pair (both directions, with fp16) into `folder/name`."""
+    """Export a random-init tiny ResNet-6 pair (both directions; default: with fp16 and tiled
+    graphs) into `folder/name`."""
     import torch
 
     from models import build_generator
@@ -59,14 +60,8 @@ def export_tiny_model(folder: Path, name: str = "tiny", *, seed: int = 0, **kwar
     torch.manual_seed(seed)
     nets = {d: build_generator("resnet_6blocks", ngf=4).eval() for d in ("AtoB", "BtoA")}
     target = folder / name
-    export_generators(
-        nets,
-        target,
-        name=name,
-        architecture=Architecture(**TINY_ARCH),
-        options=ExportOptions(fp16=True),
-        **kwargs,
-    )
+    kwargs.setdefault("options", ExportOptions(fp16=True))
+    export_generators(nets, target, name=name, architecture=Architecture(**TINY_ARCH), **kwargs)
     return target
 
 

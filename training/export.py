@@ -51,6 +51,7 @@ from models.norm_stats import SharedStatsGenerator, has_instance_norm
 
 from .config import TrainConfig
 from .evaluate import load_run_generators
+from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
 
 __all__ = [
     "ExportError",
@@ -77,6 +78,8 @@ class ExportOptions:
     opset: int = 18
     fp32_tolerance: float = 1e-4  # max |onnx - torch| on [-1, 1] outputs
     fp16_tolerance: float = 2e-2
+    int8: bool = False  # also a statically quantized graph for CPU serving
+    int8_min_psnr: float = 30.0  # dB against the fp32 PyTorch output on held-out images
 
 
 # --- ONNX graphs ----------------------------------------------------------------------------
@@ -288,12 +291,40 @@ def _versions(opset: int) -> dict[str, str]:
     return versions
 
 
+def _export_int8(
+    direction: str,
+    net: nn.Module,
+    folder: Path,
+    files: dict[str, str],
+    samples: DomainSamples,
+    options: ExportOptions,
+) -> float:
+    """Quantize the saved fp32 graph; returns its PSNR against PyTorch on held-out images."""
+    files["onnx_int8"] = f"{direction}.int8.onnx"
+    quantize_int8(folder / files["onnx"], folder / files["onnx_int8"], samples.calibration)
+    session = _session(onnx.load(folder / files["onnx_int8"]))
+    worst = float("inf")
+    for image in samples.holdout:  # one at a time: held-out images may differ in size
+        batch = to_batch([image])
+        with torch.no_grad():
+            expected = net(torch.from_numpy(batch)).numpy()
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        worst = min(worst, psnr_db(actual, expected))
+    if not worst >= options.int8_min_psnr:
+        raise ParityError(
+            f"{direction}: the int8 graph reaches only {worst:.1f} dB PSNR against PyTorch fp32 "
+            f"(floor {options.int8_min_psnr:g} dB); export without --int8"
+        )
+    return round(worst, 3)
+
+
 def _export_direction(
     direction: str,
     net: nn.Module,
     architecture: Architecture,
     folder: Path,
     options: ExportOptions,
+    samples: DomainSamples,
 ) -> tuple[DirectionFiles, dict[str, float]]:
     net = net.to("cpu").eval()
     inputs = _parity_inputs(architecture)
@@ -320,6 +351,8 @@ def _export_direction(
         _require(parity, "tiled_max_abs", options.fp32_tolerance, what)
         files["onnx_tiled"] = f"{direction}.tiled.onnx"
         onnx.save_model(tiled, folder / files["onnx_tiled"])
+    if options.int8:
+        parity["int8_psnr_db"] = _export_int8(direction, net, folder, files, samples, options)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, folder / files["weights"])
     return DirectionFiles(**files), parity
@@ -335,9 +368,13 @@ def export_generators(
     domains: Mapping[str, str] | None = None,
     training: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    samples: Mapping[str, DomainSamples] | None = None,
     options: ExportOptions = ExportOptions(),
 ) -> ModelManifest:
-    """Write a complete model folder into the empty (or new) `out_dir`; returns its manifest."""
+    """Write a complete model folder into the empty (or new) `out_dir`; returns its manifest.
+
+    `samples` (per direction) calibrate and measure the int8 graph; default: natural photos.
+    """
     unknown = set(generators) - set(DIRECTIONS)
     if unknown or not generators:
         raise ExportError(f"directions must be among {DIRECTIONS}, got {sorted(generators)}")
@@ -347,8 +384,9 @@ def export_generators(
     directions: dict[str, DirectionFiles] = {}
     parity: dict[str, dict[str, float]] = {}
     for direction, net in generators.items():
+        domain = (samples or {}).get(direction) or natural_photos()
         directions[direction], parity[direction] = _export_direction(
-            direction, net, architecture, out_dir, options
+            direction, net, architecture, out_dir, options, domain
         )
     files = {
         path.name: FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
@@ -413,6 +451,7 @@ def export_run(
         domains=domains,
         training=training,
         metrics=metrics,
+        samples={d: run_samples(cfg, d) for d in nets} if options.int8 else None,
         options=options,
     )
 

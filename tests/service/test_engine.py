@@ -201,3 +201,10 @@ def test_a_4000x3000_photo_is_translated_in_bounded_tiles(model: StoredModel) ->
     thumbnail, *tiles = calls
     assert thumbnail[0] == 1 and thumbnail[2] * thumbnail[3] <= 1024 * 1024
     assert tiles and all(n <= 4 and h <= 512 and w <= 512 for n, _, h, w in tiles)
+
+
+def test_precision_the_model_lacks_is_a_clear_error(model: StoredModel) -> None:
+    with pytest.raises(EngineError, match="has no int8 graph; export it with --int8"):
+        Engine(model, "AtoB", EngineOptions(precision="int8"))
+    with pytest.raises(EngineError, match="onnx backend"):
+        Engine(model, "AtoB", EngineOptions(backend="torch", precision="int8"))

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from models import IncompatibleCheckpointError, build_generator
@@ -218,3 +219,53 @@ def test_export_generators_rejects_unknown_directions(tmp_path: Path) -> None:
             architecture=arch,
             options=ExportOptions(),
         )
+
+
+def test_int8_graph_is_quantized_measured_and_served(tmp_path: Path) -> None:
+    from service.engine import Engine, EngineOptions
+    from service.imaging import DecodedImage
+    from service.store import ModelStore
+
+    options = ExportOptions(int8=True, int8_min_psnr=10, tiled=False)
+    folder = export_tiny_model(tmp_path, "q", options=options)
+    manifest = parse_manifest((folder / MANIFEST_FILE).read_text(), source="test")
+    assert manifest.directions["AtoB"].onnx_int8 == "AtoB.int8.onnx"
+    assert manifest.parity["AtoB"]["int8_psnr_db"] >= 10
+    ops = {n.op_type for n in onnx.load(folder / "AtoB.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "InstanceNormalization"} <= ops
+    ModelStore(tmp_path / "store").publish(folder)
+    model = ModelStore(tmp_path / "store").open("q")
+    image = DecodedImage(rgb=np.full((20, 28, 3), 90, np.uint8))
+    engine = Engine(model, "AtoB", EngineOptions(device="cpu", precision="int8"))
+    assert engine.describe()["precision"] == "int8"
+    assert engine.translate([image])[0].rgb.shape == (20, 28, 3)
+
+
+def test_int8_below_the_fidelity_floor_is_refused(tmp_path: Path) -> None:
+    options = ExportOptions(int8=True, int8_min_psnr=200, tiled=False)
+    with pytest.raises(ParityError, match=r"int8 graph reaches only .* dB"):
+        export_tiny_model(tmp_path, "q", options=options)
+
+
+def test_int8_calibrates_on_the_runs_own_source_domain(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.quantize import run_samples
+    from training.synthetic import get_pair
+
+    cfg = tiny_config(size=40)
+    samples = run_samples(cfg, "BtoA", n_calibration=3, n_holdout=2)
+    assert len(samples.calibration) == 3 and len(samples.holdout) == 2
+    pair = get_pair("day2night")
+    scene = pair.scene(seed=cfg.seed, split="train", domain="B", index=0, size=40)
+    assert np.array_equal(samples.calibration[0], pair.render(scene, "B"))  # night images
+
+    root = tmp_path / "data"
+    for folder, value in (("trainA", 10), ("testA", 200)):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((50, 70, 3), value, np.uint8)).save(root / folder / f"{i}.png")
+    (root / "trainB").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "trainB" / "0.png")
+    cfg = tiny_config(dataset=None, dataroot=root, size=32)
+    samples = run_samples(cfg, "AtoB", n_calibration=2, n_holdout=2)
+    assert [s.shape for s in samples.calibration] == [(32, 32, 3)] * 2
+    assert samples.calibration[0].max() == 10 and samples.holdout[0].min() == 200
