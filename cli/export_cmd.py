@@ -76,7 +76,7 @@ def export(
 ) -> None:
     """Export both directions to ONNX (dynamic batch/height/width), check parity with PyTorch,
     and publish the model with a checksummed manifest."""
-    from models.manifest import Architecture, is_valid_name
+    from models.manifest import NAME_RULE, Architecture, is_valid_name
     from service.store import ModelStore
     from training.evaluate import evaluate_run
     from training.export import ExportOptions, export_pth, export_run, staging_dir
@@ -84,7 +84,7 @@ def export(
     if (run_dir is None) == (from_pth is None):
         _fail("give a RUN_DIR or --from-pth FILE (one of them)")
     if not is_valid_name(name):
-        _fail("--name is required: lower-case letters, digits, '.', '_' or '-' (e.g. horse2zebra)")
+        _fail(f"--name is required: {NAME_RULE} (e.g. horse2zebra)")
     if reverse_pth is not None and from_pth is None:
         _fail("--reverse-pth needs --from-pth")
     options = ExportOptions(fp16=fp16, int8=int8, tiled=tiled)

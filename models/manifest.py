@@ -45,6 +45,7 @@ DIRECTIONS: Final = ("AtoB", "BtoA")
 Direction = Literal["AtoB", "BtoA"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_RULE: Final = "lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
 Name = Annotated[str, Field(pattern=_NAME.pattern)]
 
 

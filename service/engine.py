@@ -145,7 +145,9 @@ class OnnxRunner:
             )
         self._threads = _cpu_threads(options.threads)
         self._providers = providers
-        self._trt_cache = model.folder / ".trt-cache"
+        # TensorRT engines are built per GPU; cache them outside the (maybe read-only) store
+        digest = model.manifest.files[path].sha256[:16]
+        self._trt_cache = Path.home() / ".cache" / "unpaired" / "tensorrt" / digest
         self.session = self._new_session(model.path(path))
         self.providers = self.session.get_providers()
         self._tiled_path = model.path(files.onnx_tiled) if files.onnx_tiled else None
@@ -186,7 +188,7 @@ class OnnxRunner:
         if self._tiled_session is None:  # built on first use: most requests never tile
             self._tiled_session = self._new_session(self._tiled_path)
         session = self._tiled_session
-        size = session.get_inputs()[1].shape[1]
+        size = {i.name: i.shape for i in session.get_inputs()}[STATS_IN][1]
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         feeds = {
             INPUT_NAME: batch,

@@ -23,9 +23,11 @@ from fsspec.implementations.local import LocalFileSystem
 
 from models.manifest import (
     MANIFEST_FILE,
+    NAME_RULE,
     DirectionFiles,
     ManifestError,
     ModelManifest,
+    is_valid_name,
     parse_manifest,
     sha256_file,
 )
@@ -102,6 +104,8 @@ class ModelStore:
         return f"{self.root.rstrip('/')}/{name}/{MANIFEST_FILE}"
 
     def _read_manifest(self, name: str) -> ModelManifest:
+        if not is_valid_name(name):
+            raise ModelNotFoundError(f"{name!r} is not a model name: {NAME_RULE}")
         path = self._manifest_path(name)
         try:
             text = self.fs.cat_file(path)
@@ -134,6 +138,8 @@ class ModelStore:
 
     def resolve(self, name: str) -> ModelManifest:
         """Find a model by name, then by alias."""
+        if not is_valid_name(name):  # also keeps user input from walking out of the store
+            raise ModelNotFoundError(f"{name!r} is not a model name: {NAME_RULE}")
         with contextlib.suppress(ModelNotFoundError):
             return self._read_manifest(name)
         manifests, _ = self.manifests()

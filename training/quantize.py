@@ -11,6 +11,7 @@ PSNR against ground truth as fp32.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +91,7 @@ def psnr_db(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndarray]) -> None:
     """Write the int8 (QDQ) version of the graph at `fp32_path`, calibrated on `calibration`."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -106,10 +101,22 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Sequence[np.ndar
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: batch}
 
+    root = logging.getLogger()  # the quantizer logs advice through the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        _quantize(fp32_path, out_path, Reader())
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(fp32_path: Path, out_path: Path, reader: object) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(  # calibrates in its own temporary folder
         str(fp32_path),
         str(out_path),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,

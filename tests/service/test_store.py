@@ -27,6 +27,12 @@ def test_unknown_model_lists_what_is_there(model_store: Path) -> None:
         ModelStore(model_store).open("zebra")
 
 
+@pytest.mark.parametrize("name", ["../tiny", "", "Tiny", "a/b"])
+def test_names_that_are_not_model_names_are_not_found(model_store: Path, name: str) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a model name"):
+        ModelStore(model_store).open(name)
+
+
 def test_empty_or_missing_store_is_not_an_error_to_list(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "nowhere")
     assert store.manifests() == ([], [])
