@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch import nn
+
+from models.registry import build_generator
 
 __all__ = [
     "DIRECTIONS",
@@ -81,6 +84,17 @@ class Architecture(_Frozen):
     use_dropout: bool = False
     input_nc: int = 3
     output_nc: int = 3
+
+    def build(self) -> nn.Module:
+        """The (untrained) generator these arguments describe; load weights into it."""
+        return build_generator(
+            self.generator,
+            input_nc=self.input_nc,
+            output_nc=self.output_nc,
+            ngf=self.ngf,
+            norm=self.norm,
+            use_dropout=self.use_dropout,
+        )
 
 
 class InputRules(_Frozen):

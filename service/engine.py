@@ -221,7 +221,7 @@ class TorchRunner:
         import torch
         from safetensors.torch import load_file
 
-        from models import build_generator, load_compatible_state_dict
+        from models import load_compatible_state_dict
 
         if options.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("--device cuda: torch sees no CUDA device here")
@@ -235,15 +235,7 @@ class TorchRunner:
         if not use_cuda and options.threads:
             torch.set_num_threads(options.threads)
 
-        arch = model.manifest.architecture
-        net = build_generator(
-            arch.generator,
-            input_nc=arch.input_nc,
-            output_nc=arch.output_nc,
-            ngf=arch.ngf,
-            norm=arch.norm,
-            use_dropout=arch.use_dropout,
-        )
+        net = model.manifest.architecture.build()
         weights = load_file(str(model.path(model.direction(direction).weights)))
         load_compatible_state_dict(net, weights)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32

@@ -29,7 +29,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from models import build_generator, input_multiple, load_compatible_state_dict, min_input_side
+from models import input_multiple, load_compatible_state_dict, min_input_side
 from models.checkpoint_compat import load_pth_state_dict
 from models.imaging import array_to_tensor
 from models.manifest import (
@@ -474,14 +474,7 @@ def export_pth(
     """
     nets: dict[str, nn.Module] = {}
     for direction, path in pth_files.items():
-        net = build_generator(
-            architecture.generator,
-            input_nc=architecture.input_nc,
-            output_nc=architecture.output_nc,
-            ngf=architecture.ngf,
-            norm=architecture.norm,
-            use_dropout=architecture.use_dropout,
-        )
+        net = architecture.build()
         load_compatible_state_dict(net, load_pth_state_dict(path))
         nets[direction] = net
     training = {
