@@ -25,6 +25,7 @@ demo: install
 	$(BIN)/unpaired evaluate runs/demo-$(DEMO_PAIR) --dataroot data/$(DEMO_PAIR)
 	$(BIN)/unpaired export runs/demo-$(DEMO_PAIR) --name demo-$(DEMO_PAIR) --store model-store \
 		--dataroot data/$(DEMO_PAIR) --overwrite
+	$(BIN)/unpaired models list --store model-store
 	$(BIN)/unpaired translate demo-$(DEMO_PAIR) data/$(DEMO_PAIR)/testA --direction AtoB \
 		--store model-store --out demo/$(DEMO_PAIR)-AtoB
 

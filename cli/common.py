@@ -25,6 +25,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from models.manifest import ManifestError
     from service.engine import EngineError
     from service.imaging import ImageRejected
+    from service.settings import SettingsError
     from service.store import StoreError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
@@ -46,6 +47,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         EngineError,
         ImageRejected,
         ExportError,
+        SettingsError,
     )
 
 

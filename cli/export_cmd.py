@@ -12,7 +12,9 @@ from cli.common import EXIT_USER_ERROR, err, print_json, user_errors
 
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", help="model store folder or fsspec URL [env UNPAIRED_STORE]"),
+    typer.Option(
+        "--store", help="model store folder or fsspec URL (env UNPAIRED_STORE; ./model-store)"
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object on stdout")]
 
@@ -20,7 +22,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object on std
 def store_url(store: str | None) -> str:
     from service.settings import get_settings
 
-    return store or get_settings().store
+    if store:
+        return store
+    with user_errors():
+        return get_settings().store
 
 
 def _domains(text: str | None) -> dict[str, str] | None:

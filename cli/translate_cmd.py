@@ -120,7 +120,10 @@ def translate(
     backend: Annotated[str, typer.Option(help="auto | onnx | torch")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | int8")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="images per batch")] = 8,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=1024, help="images per batch (env UNPAIRED_MAX_BATCH; 8)"),
+    ] = None,
     output_format: Annotated[str, typer.Option("--format", help="png | jpeg | webp")] = "png",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg / webp quality")] = 95,
     as_json: JsonOption = False,
@@ -132,13 +135,14 @@ def translate(
     from service.store import ModelStore
 
     fmt = _choice("--format", output_format.lower().replace("jpg", "jpeg"), FORMATS)
-    settings = get_settings()
+    with user_errors():
+        settings = get_settings()
     options = EngineOptions.from_settings(
         settings,
         backend=_choice("--backend", backend, get_args(BackendName)),
         device=_choice("--device", device, get_args(DeviceName)),
         precision=_choice("--precision", precision, get_args(PrecisionName)),
-        max_batch=batch_size,
+        max_batch=batch_size or settings.max_batch,
     )
     with user_errors():
         model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
@@ -162,7 +166,7 @@ def translate(
     written: list[str] = []
     started = time.perf_counter()
     with tqdm(total=len(jobs), unit="img", disable=None, file=None) as bar:
-        for chunk in _chunks(jobs, batch_size):
+        for chunk in _chunks(jobs, options.max_batch):
             images, ready = [], []
             for job in chunk:
                 try:

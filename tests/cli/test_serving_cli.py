@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +126,21 @@ def test_translate_bad_requests_are_clear_errors(
 ) -> None:
     result = unpaired("translate", *args, "--out", tmp_path, "--store", exported)
     assert_user_error(result, message)
+
+
+def test_settings_come_from_the_environment(exported: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "UNPAIRED_STORE": str(exported)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli", "models", "list", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0 and json.loads(listed.stdout)["store"] == str(exported)
+    env["UNPAIRED_BACKEND"] = "tvm"
+    bad = subprocess.run(
+        [sys.executable, "-m", "cli", "translate", "d2n", "x.png", "--out", tmp_path],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert_user_error(bad, "UNPAIRED_BACKEND")
 
 
 def test_translate_missing_input_fails_without_traceback(exported: Path, tmp_path: Path) -> None:
