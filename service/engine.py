@@ -376,22 +376,24 @@ class Engine:
                 rgb[index] = self._translate_tiled(image.rgb)
             else:
                 groups[self._padded(height, width)].append(index)
+        size = self.options.max_batch
         for (height, width), members in groups.items():
-            batch = np.concatenate(
-                [
-                    imaging.pad_to(imaging.to_network([images[i].rgb]), height, width)
-                    for i in members
-                ]
-            )
-            translated = self.run(batch)
-            for i, out in zip(members, translated, strict=True):
-                h, w = images[i].rgb.shape[:2]
-                rgb[i] = imaging.from_network(imaging.crop_to(out[None], h, w))[0]
-        return [
-            DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha)
-            for out, image in zip(rgb, images, strict=True)
-            if out is not None
-        ]
+            for start in range(0, len(members), size):  # one batch in memory at a time
+                chunk = members[start : start + size]
+                batch = np.concatenate(
+                    [
+                        imaging.pad_to(imaging.to_network([images[i].rgb]), height, width)
+                        for i in chunk
+                    ]
+                )
+                for i, out in zip(chunk, self.runner(batch), strict=True):
+                    h, w = images[i].rgb.shape[:2]
+                    rgb[i] = imaging.from_network(imaging.crop_to(out[None], h, w))[0]
+        outputs = []
+        for out, image in zip(rgb, images, strict=True):
+            assert out is not None
+            outputs.append(DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha))
+        return outputs
 
     def _padded(self, height: int, width: int) -> tuple[int, int]:
         rules = self.manifest.input
