@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +240,3 @@ class ModelStore:
         for file in manifest.files:
             self.fs.put_file(os.fspath(folder / file), f"{target}/{file}")
         self.fs.put_file(os.fspath(folder / MANIFEST_FILE), f"{target}/{MANIFEST_FILE}")
-
-    def __iter__(self) -> Iterator[ModelManifest]:
-        return iter(self.manifests()[0])

@@ -20,8 +20,9 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from models import build_generator, input_multiple
+from models import input_multiple
 from models.imaging import image_to_tensor, load_image, tensor_to_image
+from models.manifest import Architecture
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, load_config
@@ -63,16 +64,21 @@ class Evaluation:
         }
 
 
+def generator_architecture(cfg: TrainConfig) -> Architecture:
+    """The generator a run trains, as the manifest of an exported model records it."""
+    return Architecture(
+        generator=cfg.generator, ngf=cfg.ngf, norm=cfg.norm, use_dropout=cfg.dropout
+    )
+
+
 def load_run_generators(
     run_dir: Path, device: torch.device
 ) -> tuple[TrainConfig, Path, dict[str, nn.Module]]:
     """The run's config and its latest G (AtoB) and F (BtoA), in eval mode."""
     checkpoint = ckpt.latest_checkpoint(run_dir)
     cfg = load_config(checkpoint / ckpt.CONFIG_FILE)
-    nets = {
-        name: build_generator(cfg.generator, ngf=cfg.ngf, norm=cfg.norm, use_dropout=cfg.dropout)
-        for name in ("G", "F")
-    }
+    architecture = generator_architecture(cfg)
+    nets = {name: architecture.build() for name in ("G", "F")}
     ckpt.load_weights(checkpoint, nets)
     for net in nets.values():
         net.to(device).eval()

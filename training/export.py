@@ -49,8 +49,7 @@ from models.manifest import (
 )
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
 
-from .config import TrainConfig
-from .evaluate import load_run_generators
+from .evaluate import generator_architecture, load_run_generators
 from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
 
 __all__ = [
@@ -324,7 +323,7 @@ def _export_direction(
     architecture: Architecture,
     folder: Path,
     options: ExportOptions,
-    samples: DomainSamples,
+    samples: DomainSamples | None,
 ) -> tuple[DirectionFiles, dict[str, float]]:
     net = net.to("cpu").eval()
     inputs = _parity_inputs(architecture)
@@ -352,7 +351,8 @@ def _export_direction(
         files["onnx_tiled"] = f"{direction}.tiled.onnx"
         onnx.save_model(tiled, folder / files["onnx_tiled"])
     if options.int8:
-        parity["int8_psnr_db"] = _export_int8(direction, net, folder, files, samples, options)
+        domain = samples or natural_photos()
+        parity["int8_psnr_db"] = _export_int8(direction, net, folder, files, domain, options)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, folder / files["weights"])
     return DirectionFiles(**files), parity
@@ -384,9 +384,8 @@ def export_generators(
     directions: dict[str, DirectionFiles] = {}
     parity: dict[str, dict[str, float]] = {}
     for direction, net in generators.items():
-        domain = (samples or {}).get(direction) or natural_photos()
         directions[direction], parity[direction] = _export_direction(
-            direction, net, architecture, out_dir, options, domain
+            direction, net, architecture, out_dir, options, (samples or {}).get(direction)
         )
     files = {
         path.name: FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
@@ -415,12 +414,6 @@ def export_generators(
     return manifest
 
 
-def _architecture(cfg: TrainConfig) -> Architecture:
-    return Architecture(
-        generator=cfg.generator, ngf=cfg.ngf, norm=cfg.norm, use_dropout=cfg.dropout
-    )
-
-
 def export_run(
     run_dir: Path,
     out_dir: Path,
@@ -446,7 +439,7 @@ def export_run(
         nets,
         out_dir,
         name=name,
-        architecture=_architecture(cfg),
+        architecture=generator_architecture(cfg),
         aliases=aliases,
         domains=domains,
         training=training,
