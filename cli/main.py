@@ -12,12 +12,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli import export_cmd, translate_cmd
+from cli import export_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 
 app = typer.Typer(
     name="unpaired",
-    help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): train, export, translate.",
+    help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): train, export, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -28,6 +28,8 @@ models_app = typer.Typer(help="Models in the model store.", no_args_is_help=True
 app.add_typer(models_app, name="models")
 app.command()(export_cmd.export)
 app.command()(translate_cmd.translate)
+app.command()(serve_cmd.serve)
+app.command()(serve_cmd.worker)
 models_app.command("list")(export_cmd.models_list)
 
 # --- datasets --------------------------------------------------------------------------------

@@ -13,17 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, get_args
+from typing import Annotated, get_args
 
 import typer
 from tqdm import tqdm
 
 from cli.common import EXIT_USER_ERROR, err, print_json, user_errors
 from cli.export_cmd import JsonOption, StoreOption, store_url
-
-if TYPE_CHECKING:
-    from service.engine import Engine
-    from service.imaging import DecodedImage
 
 EXIT_SOME_FAILED = 1
 FORMATS = ("png", "jpeg", "webp")
@@ -130,7 +126,7 @@ def translate(
 ) -> None:
     """Translate images with a stored model; outputs keep each input's size and alpha."""
     from service.engine import Engine, EngineOptions
-    from service.imaging import ImageLimits, ImageRejected, encode_image, read_image_file
+    from service.imaging import ImageRejected, encode_image, read_image_file
     from service.settings import BackendName, DeviceName, PrecisionName, get_settings
     from service.store import ModelStore
 
@@ -146,16 +142,9 @@ def translate(
     )
     with user_errors():
         model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
-        if direction is None:
-            if len(model.manifest.directions) != 1:
-                raise typer.BadParameter("this model has two directions; give --direction")
-            direction = next(iter(model.manifest.directions))
+        direction = model.manifest.resolve_direction(direction)
         engine = Engine(model, direction, options)
-    limits = ImageLimits(
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        formats=settings.image_formats,
-    )
+    limits = settings.image_limits()
     jobs, failures = _plan(inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt))
     info = engine.describe()
     err.print(
@@ -175,10 +164,9 @@ def translate(
                 except (ImageRejected, OSError) as exc:  # messages start with the path
                     reason = str(exc).removeprefix(f"{job.source}: ")
                     failures.append(Failure(str(job.source), reason))
-            for job, result in zip(
-                ready, _translate_each(engine, images, ready, failures), strict=True
-            ):
-                if result is None:
+            for job, result in zip(ready, engine.translate_each(images), strict=True):
+                if isinstance(result, Exception):
+                    failures.append(Failure(str(job.source), f"{type(result).__name__}: {result}"))
                     continue
                 try:
                     _write_atomic(job.target, encode_image(result, format=fmt, quality=quality))
@@ -201,20 +189,3 @@ def translate(
         err.print(f"wrote {len(written)} image(s), {len(failures)} failed", highlight=False)
     if failures:
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def _translate_each(
-    engine: Engine, images: list[DecodedImage], jobs: list[Job], failures: list[Failure]
-) -> list[DecodedImage | None]:
-    """The batch in one call; if it fails, one image at a time so only the bad one is lost."""
-    try:
-        return list(engine.translate(images))
-    except Exception:  # narrowed to the failing image below
-        results: list[DecodedImage | None] = []
-        for image, job in zip(images, jobs, strict=True):
-            try:
-                results.append(engine.translate([image])[0])
-            except Exception as exc:
-                failures.append(Failure(str(job.source), f"{type(exc).__name__}: {exc}"))
-                results.append(None)
-        return results

@@ -26,11 +26,13 @@ __all__ = [
     "MANIFEST_FILE",
     "Architecture",
     "DirectionFiles",
+    "DirectionRequiredError",
     "FileRecord",
     "InputRules",
     "ManifestError",
     "ModelManifest",
     "Normalisation",
+    "UnknownDirectionError",
     "parse_manifest",
     "sha256_file",
 ]
@@ -54,6 +56,14 @@ Name = Annotated[str, Field(pattern=_NAME.pattern)]
 
 class ManifestError(ValueError):
     """A manifest that is missing, unreadable or does not match the schema."""
+
+
+class UnknownDirectionError(ManifestError, LookupError):
+    """The model has no such direction; the message names the ones it has."""
+
+
+class DirectionRequiredError(ManifestError):
+    """A two-way model was asked to translate without saying which way."""
 
 
 class _Frozen(BaseModel):
@@ -157,10 +167,22 @@ class ModelManifest(_Frozen):
         """The files of `direction`; the error names the directions this model has."""
         if direction not in self.directions:
             have = ", ".join(self.directions)
-            raise ManifestError(
+            raise UnknownDirectionError(
                 f"model {self.name!r} has no direction {direction!r}; it has: {have}"
             )
         return self.directions[direction]
+
+    def resolve_direction(self, direction: str | None) -> str:
+        """`direction` checked against the model; may be left out when the model has only one."""
+        if direction is None:
+            if len(self.directions) != 1:
+                raise DirectionRequiredError(
+                    f"model {self.name!r} translates both ways; give a direction "
+                    f"({' or '.join(self.directions)})"
+                )
+            return next(iter(self.directions))
+        self.direction(direction)
+        return direction
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"

@@ -395,6 +395,34 @@ class Engine:
             outputs.append(DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha))
         return outputs
 
+    def translate_each(self, images: Sequence[DecodedImage]) -> list[DecodedImage | Exception]:
+        """:meth:`translate`, but an image that fails costs only its own result.
+
+        The batch runs in one call; if that raises, each image is retried alone so the error
+        lands on the image that caused it. Every caller that serves many people at once (the
+        CLI, the micro-batcher, the workers) goes through here.
+        """
+        try:
+            return list(self.translate(images))
+        except Exception:  # narrowed to the failing image below
+            results: list[DecodedImage | Exception] = []
+            for image in images:
+                try:
+                    results.append(self.translate([image])[0])
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    def batch_shape(self, height: int, width: int) -> tuple[int, int] | None:
+        """The padded shape an image of this size is batched at; None when it is tiled alone.
+
+        Images with the same batch shape run in one network call: it is the grouping key of
+        the micro-batcher.
+        """
+        if height * width > self.options.max_untiled_pixels:
+            return None
+        return self._padded(height, width)
+
     def _padded(self, height: int, width: int) -> tuple[int, int]:
         rules = self.manifest.input
         return imaging.padded_shape(height, width, multiple=rules.multiple, min_side=rules.min_side)

@@ -51,6 +51,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "from_network",
+    "output_format",
     "pad_to",
     "padded_shape",
     "plan_tiles",
@@ -289,7 +290,8 @@ _JPEG_SUBSAMPLING: Final = 0  # 4:4:4; translated colours are the point, keep th
 _WEBP_METHOD: Final = 4
 
 
-def _output_format(format: str) -> str:
+def output_format(format: str) -> str:
+    """The canonical output format name (png, jpeg, webp) for a user's spelling of it."""
     key = format.lower()
     key = _FORMAT_ALIASES.get(key, key)
     if key not in MEDIA_TYPES:
@@ -312,7 +314,7 @@ def encode_image(image: DecodedImage, *, format: str = "png", quality: int = 95)
     over white by :func:`models.imaging.to_rgb`. ``quality`` (1-100) is ignored for PNG;
     WebP at 100 is lossless.
     """
-    key = _output_format(format)
+    key = output_format(format)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in [1, 100], got {quality}")
     pil = _to_pil(image)

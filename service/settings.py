@@ -1,7 +1,8 @@
 """Service settings from the environment (prefix ``UNPAIRED_``), validated once at start.
 
 Use :func:`get_settings` rather than a module-level instance so tests and the CLI can build
-their own (``Settings(store=...)``) without touching the environment.
+their own (``Settings(store=...)``) without touching the environment. One class serves every
+process (CLI, API, Celery worker), so a deployment sets each variable once for all of them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .imaging import ImageLimits
 
 BackendName = Literal["auto", "onnx", "torch"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 PrecisionName = Literal["auto", "fp32", "fp16", "int8"]
+LogFormat = Literal["json", "text"]
+
+
+def _split_commas(value: object) -> object:
+    """`a,b` or a JSON list: lists of keys and origins are easier to write with commas."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -47,19 +63,99 @@ class Settings(BaseSettings):
     max_image_pixels: Annotated[int, Field(ge=1)] = 64_000_000
     image_formats: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
 
+    # HTTP API (`unpaired serve`)
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="models (names or aliases) to load and warm at start; empty: all"
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="if set, every /v1 request needs `Authorization: Bearer <key>`"
+    )
+    rate_limit: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="requests per second per API key (per client address without keys)"
+    )
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 20
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="origins allowed to call the API from a browser ('*' for any)"
+    )
+    max_request_bytes: Annotated[int, Field(ge=1)] = 200 * 2**20
+    max_files: Annotated[int, Field(ge=1)] = 32
+    max_inflight: Annotated[int, Field(ge=1)] = 1024
+    request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    log_format: LogFormat = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # micro-batching (embedded API and every worker)
+    max_wait_ms: Annotated[float, Field(ge=0)] = 5.0
+    max_queue: Annotated[int, Field(ge=1)] = 256
+
+    # distributed mode: the API enqueues to Celery workers through this Redis
+    broker_url: str | None = Field(None, description="redis://host:port/db; unset: embedded mode")
+    queue: str = Field("unpaired.interactive", description="Celery queue of interactive requests")
+    worker_concurrency: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="requests a worker holds at once (prefetch); default 2 x max_batch"
+    )
+    visibility_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    result_expires_s: Annotated[int, Field(ge=1)] = 600
+    blob_threshold_bytes: Annotated[int, Field(ge=0)] = 256 * 2**10
+    heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _redelivery_before_deadline(self) -> Settings:
+        # A request held by a worker that dies is redelivered after the visibility timeout;
+        # it can still be answered only if that comes before the request's deadline.
+        if self.visibility_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be below "
+                f"request_timeout_s ({self.request_timeout_s}), or requests held by a worker "
+                "that dies can never be answered"
+            )
+        return self
+
+    def image_limits(self) -> ImageLimits:
+        """What every front door accepts (CLI, API, workers): one definition."""
+        return ImageLimits(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            formats=self.image_formats,
+        )
+
+    @property
+    def distributed(self) -> bool:
+        return self.broker_url is not None
+
+    @property
+    def prefetch(self) -> int:
+        """Requests one worker holds: enough for one batch running and the next one forming."""
+        return self.worker_concurrency or 2 * self.max_batch
+
 
 class SettingsError(ValueError):
     """An UNPAIRED_* environment variable has a value the service cannot use."""
 
 
-@lru_cache
-def get_settings() -> Settings:
-    """The settings from the environment; a bad value names its variable and what is allowed."""
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with `overrides` (e.g. CLI flags) on top.
+
+    A bad value raises :class:`SettingsError` naming its variable and what is allowed.
+    """
     try:
-        return Settings()
+        return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"UNPAIRED_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            f"UNPAIRED_{'_'.join(str(p) for p in e['loc']).upper() or '*'}: {e['msg']}"
             for e in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings from the environment, read once per process."""
+    return load_settings()

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ __all__ = [
     "ModelStore",
     "StoreError",
     "StoredModel",
+    "find_model",
 ]
 
 
@@ -64,6 +66,31 @@ class StoredModel:
 
     def direction(self, direction: str) -> DirectionFiles:
         return self.manifest.direction(direction)
+
+
+def _not_found_message(name: str, manifests: Sequence[ModelManifest], where: str) -> str:
+    have = ", ".join(m.name for m in manifests) or "none"
+    return f"no model {name!r} in store {where} (models: {have})"
+
+
+def find_model(manifests: Sequence[ModelManifest], name: str, *, where: str) -> ModelManifest:
+    """The manifest named `name`, else the one model claiming it as an alias.
+
+    The one resolution rule for the store and for the API's cached view of it.
+    """
+    if not is_valid_name(name):  # also keeps user input from walking out of the store
+        raise ModelNotFoundError(f"{name!r} is not a model name: {NAME_RULE}")
+    for manifest in manifests:
+        if manifest.name == name:
+            return manifest
+    matches = [m for m in manifests if name in m.aliases]
+    if len(matches) > 1:
+        raise ModelNotFoundError(
+            f"alias {name!r} is claimed by several models: " + ", ".join(m.name for m in matches)
+        )
+    if not matches:
+        raise ModelNotFoundError(_not_found_message(name, manifests, where))
+    return matches[0]
 
 
 def _verify(folder: Path, manifest: ModelManifest) -> None:
@@ -142,21 +169,11 @@ class ModelStore:
         with contextlib.suppress(ModelNotFoundError):
             return self._read_manifest(name)
         manifests, _ = self.manifests()
-        matches = [m for m in manifests if name in m.aliases]
-        if len(matches) > 1:
-            raise ModelNotFoundError(
-                f"alias {name!r} is claimed by several models: "
-                + ", ".join(m.name for m in matches)
-            )
-        if not matches:
-            raise ModelNotFoundError(self._not_found(name, manifests))
-        return matches[0]
+        return find_model(manifests, name, where=self.url)
 
-    def _not_found(self, name: str, manifests: list[ModelManifest] | None = None) -> str:
-        if manifests is None:
-            manifests, _ = self.manifests()
-        have = ", ".join(m.name for m in manifests) or "none"
-        return f"no model {name!r} in store {self.url} (models: {have})"
+    def _not_found(self, name: str) -> str:
+        manifests, _ = self.manifests()
+        return _not_found_message(name, manifests, self.url)
 
     def open(self, name: str) -> StoredModel:
         """Resolve `name`, make its files local and verify every checksum."""

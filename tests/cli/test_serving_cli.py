@@ -115,7 +115,7 @@ def test_glob_and_jpeg_output(exported: Path, inputs: Path, tmp_path: Path) -> N
     ("args", "message"),
     [
         (["nope", "x.png", "--direction", "AtoB"], "no model 'nope'"),
-        (["d2n", "x.png"], "give --direction"),
+        (["d2n", "x.png"], "translates both ways; give a direction"),
         (["d2n", "x.png", "--direction", "AtoB", "--backend", "tvm"], "--backend must be one of"),
         (["d2n", "x.png", "--direction", "AtoB", "--format", "gif"], "--format must be one of"),
         (["d2n", "x.png", "--direction", "up"], "has no direction 'up'"),

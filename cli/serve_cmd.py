@@ -1,0 +1,145 @@
+"""`unpaired serve` (the REST API and web page) and `unpaired worker` (a Celery worker).
+
+Both read every setting from `UNPAIRED_*` (see `service/settings.py`); the flags here override
+the few that differ between invocations. With `UNPAIRED_BROKER_URL` unset, `serve` runs the
+models in its own process (embedded mode); set, it hands requests to `unpaired worker`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import EXIT_USER_ERROR, err, user_errors
+from cli.export_cmd import StoreOption
+
+ModelsOption = Annotated[
+    list[str] | None,
+    typer.Option("--model", help="load only this model (repeatable; default: the whole store)"),
+]
+
+
+def _settings(**flags: Any) -> Any:
+    from service.settings import load_settings
+
+    overrides = {k: v for k, v in flags.items() if v not in (None, [], ())}
+    with user_errors():
+        return load_settings(**overrides)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (env UNPAIRED_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (env UNPAIRED_PORT; 8000)")] = None,
+    store: StoreOption = None,
+    model: ModelsOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="distributed mode on this machine: start N `unpaired worker`s (and a private "
+            "redis-server when UNPAIRED_BROKER_URL is unset)",
+        ),
+    ] = 0,
+) -> None:
+    """Serve the REST API and the web page (embedded mode unless UNPAIRED_BROKER_URL is set)."""
+    settings = _settings(host=host, port=port, store=store, models=model)
+    if workers == 0:
+        _serve(settings)
+        return
+    with contextlib.ExitStack() as stack:
+        broker_url = settings.broker_url or _private_redis(stack)
+        env = {**os.environ, "UNPAIRED_BROKER_URL": broker_url, "UNPAIRED_STORE": settings.store}
+        if model:
+            env["UNPAIRED_MODELS"] = ",".join(model)
+        for _ in range(workers):
+            process = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env)
+            stack.callback(_stop, process)
+        _serve(_settings(host=host, port=port, store=store, models=model, broker_url=broker_url))
+
+
+def _private_redis(stack: contextlib.ExitStack) -> str:
+    from service.local_redis import LocalRedis, RedisNotInstalled
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unpaired-redis-")))
+    try:
+        server = stack.enter_context(LocalRedis(folder, persistent=True))
+    except RedisNotInstalled as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    err.print(f"started a private redis-server at {server.url}", highlight=False)
+    return server.url
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Celery's warm shutdown: finish the requests in hand, then exit."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _serve(settings: Any) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    shown = "localhost" if settings.host in ("0.0.0.0", "127.0.0.1", "::") else settings.host
+    url = f"http://{shown}:{settings.port}/"
+
+    def announce(mode: str) -> None:
+        err.print(
+            f"unpaired is serving ({mode} mode): web page {url} · API docs {url}docs",
+            highlight=False,
+        )
+
+    with user_errors():
+        app = create_app(settings, on_ready=announce)
+        try:
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,  # one JSON line per request comes from the app itself
+                server_header=False,
+                timeout_graceful_shutdown=int(settings.request_timeout_s),
+            )
+        except SystemExit as stop:  # uvicorn exits 3 when the lifespan fails
+            if stop.code:
+                err.print("[red]error:[/red] the server did not start (see above)")
+                raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def worker(
+    queues: Annotated[
+        str | None, typer.Option(help="comma-separated queues (default UNPAIRED_QUEUE)")
+    ] = None,
+    store: StoreOption = None,
+    model: ModelsOption = None,
+    name: Annotated[str | None, typer.Option(help="worker name; default unpaired-PID@host")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="requests held at once (default 2 x max batch)")
+    ] = None,
+) -> None:
+    """Run a Celery worker that batches translation requests from Redis (one per GPU)."""
+    from service.worker import run_worker
+
+    settings = _settings(store=store, models=model, worker_concurrency=concurrency)
+    if settings.broker_url is None:
+        err.print(
+            "[red]error:[/red] a worker needs UNPAIRED_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
+        )
+        raise typer.Exit(EXIT_USER_ERROR)
+    with user_errors():
+        run_worker(settings, queues=[q for q in (queues or "").split(",") if q], name=name)

@@ -1,0 +1,115 @@
+"""The FastAPI application: :func:`create_app` builds it from settings.
+
+Models (embedded mode) or the Redis connection (distributed mode) are set up when the server
+starts, in the lifespan, and torn down when it stops; building the app itself is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from ..catalog import ModelCatalog
+from ..settings import Settings, get_settings
+from ..store import ModelStore
+from ..translation import LocalTranslator, Translator
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import ServiceMiddleware
+from .routers import health, models, translate, web
+from .security import ApiKeys, RateLimiter
+from .state import ServiceState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("unpaired.api")
+
+DESCRIPTION = """
+Unpaired image-to-image translation (CycleGAN, DiscoGAN) as a service.
+
+- `GET /v1/models` lists the models of the store; `POST /v1/models/{name}/translate` translates.
+- Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
+- With API keys configured, send `Authorization: Bearer <key>`.
+"""
+
+
+async def start_translator(settings: Settings) -> Translator:
+    """Embedded: load and warm the models here. Distributed: connect to Redis."""
+    if settings.distributed:
+        from ..remote import RemoteTranslator
+
+        return await RemoteTranslator.connect(settings)
+    return await run_in_threadpool(LocalTranslator.from_settings, settings)
+
+
+def create_app(
+    settings: Settings | None = None, *, on_ready: Callable[[str], None] | None = None
+) -> FastAPI:
+    """The app; `on_ready(mode)` runs once models are loaded (or Redis is set up)."""
+    settings = settings or get_settings()
+    limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_limit_burst) if settings.rate_limit else None
+    )
+    state = ServiceState(
+        settings=settings, metrics=Metrics(), keys=ApiKeys(settings.api_keys), limiter=limiter
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.catalog = ModelCatalog(ModelStore(settings.store, cache_dir=settings.cache_dir))
+        state.translator = await start_translator(settings)
+        log.info(
+            "serving in %s mode from store %s",
+            state.translator.mode,
+            settings.store,
+            extra={"mode": state.translator.mode},
+        )
+        if on_ready is not None:
+            on_ready(state.translator.mode)
+        try:
+            yield
+        finally:
+            translator, state.translator = state.translator, None
+            await translator.close()
+
+    app = FastAPI(
+        title="unpaired",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    for router in (health.router, models.router, translate.router, web.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Accept"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Model",
+                "X-Direction",
+                "X-Batch-Size",
+                "X-Queue-Seconds",
+                "X-Engine-Seconds",
+                "X-Worker",
+                "Retry-After",
+            ],
+        )
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=state.metrics,
+        max_inflight=settings.max_inflight,
+        max_request_bytes=settings.max_request_bytes,
+    )
+    return app

@@ -1,0 +1,62 @@
+"""What the request handlers share: settings, the catalog, the translator, metrics, security.
+
+Built by :func:`service.api.app.create_app`; the translator and the catalog are created when the
+server starts (lifespan), since loading and warming models or reaching Redis takes time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..catalog import ModelCatalog
+from ..settings import Settings
+from ..translation import Translator
+from .errors import ApiError
+from .metrics import Metrics
+from .security import ApiKeys, RateLimiter
+
+__all__ = ["AuthDep", "ServiceState", "StateDep"]
+
+
+@dataclass(eq=False)
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    keys: ApiKeys
+    limiter: RateLimiter | None
+    catalog: ModelCatalog | None = None  # set at start-up
+    translator: Translator | None = None
+
+    def ready(self) -> tuple[ModelCatalog, Translator]:
+        if self.catalog is None or self.translator is None:
+            raise ApiError(503, "starting", "the server is still starting; retry shortly")
+        return self.catalog, self.translator
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def authorize(request: Request, state: StateDep) -> str:
+    """Who is calling: the API key's id when keys are configured, else the client address.
+
+    Raises 401 for a missing or wrong key and 429 over the rate limit.
+    """
+    if state.keys.required:
+        client = "key:" + state.keys.identify(request.headers.get("authorization"))
+    else:
+        client = "addr:" + (request.client.host if request.client else "unknown")
+    if state.limiter is not None:
+        state.limiter.take(client)
+    request.scope.setdefault("state", {}).setdefault("log", {})["client_id"] = client
+    return client
+
+
+AuthDep = Annotated[str, Depends(authorize)]

@@ -1,0 +1,227 @@
+"""One translation request, end to end: bytes in, encoded image out.
+
+Two implementations of :class:`Translator` serve the API: :class:`LocalTranslator` runs
+decode -> micro-batcher -> engine -> encode in this process (embedded mode, and inside every
+Celery worker), and :class:`service.remote.RemoteTranslator` hands the request to a worker
+through Redis (distributed mode). Both decode and encode with :mod:`service.imaging` and run
+the network through :meth:`service.engine.Engine.translate_each`, so the CLI, the API and the
+workers return the same bytes for the same input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import imaging
+from .batching import Batched, DeadlineExceeded, MicroBatcher
+from .engine import EngineOptions
+from .engines import EnginePool
+from .imaging import DecodedImage, ImageLimits
+from .settings import Settings
+from .store import ModelStore
+
+__all__ = [
+    "BatchKey",
+    "BrokerUnavailable",
+    "LocalTranslator",
+    "OutputSpec",
+    "Readiness",
+    "Translated",
+    "TranslationRequest",
+    "Translator",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputSpec:
+    """How the translated image is encoded; the format is normalised (jpg -> jpeg)."""
+
+    format: str = "png"
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", imaging.output_format(self.format))
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in [1, 100], got {self.quality}")
+
+    @property
+    def media_type(self) -> str:
+        return imaging.MEDIA_TYPES[self.format]
+
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self.format == "jpeg" else f".{self.format}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslationRequest:
+    model: str  # canonical name (aliases are resolved before)
+    direction: str
+    data: bytes = field(repr=False)
+    output: OutputSpec
+    deadline: float  # time.time() after which nobody waits for the answer
+    name: str = "<upload>"
+    request_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Translated:
+    data: bytes = field(repr=False)
+    media_type: str
+    width: int
+    height: int
+    batch_size: int
+    queue_seconds: float
+    engine_seconds: float
+    worker: str | None = None  # the Celery worker that ran it (distributed mode)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "media_type": self.media_type,
+            "width": self.width,
+            "height": self.height,
+            "batch_size": self.batch_size,
+            "queue_seconds": self.queue_seconds,
+            "engine_seconds": self.engine_seconds,
+            "worker": self.worker,
+        }
+
+
+class BrokerUnavailable(Exception):
+    """Distributed mode cannot reach its Redis right now (the request was not accepted)."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, Any]
+
+
+class Translator(Protocol):
+    """What the API needs from a mode (embedded or distributed)."""
+
+    mode: str
+
+    async def translate(self, request: TranslationRequest) -> Translated: ...
+
+    async def readiness(self) -> Readiness: ...
+
+    async def queue_depth(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Requests that can share one network call: same engine, same padded shape."""
+
+    model: str
+    direction: str
+    shape: tuple[int, int] | None  # None: tiled, runs alone
+
+
+class LocalTranslator:
+    """Decode -> micro-batch -> engine -> encode, in this process."""
+
+    mode = "embedded"
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        *,
+        limits: ImageLimits,
+        max_batch: int,
+        max_wait: float,
+        max_queue: int,
+        codec_threads: int | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.limits = limits
+        self.worker = worker
+        self.batcher: MicroBatcher[BatchKey, DecodedImage, DecodedImage] = MicroBatcher(
+            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue
+        )
+        # decoding and encoding run beside the engine, a bounded number at a time
+        self._codec = concurrent.futures.ThreadPoolExecutor(
+            codec_threads or len(os.sched_getaffinity(0)), thread_name_prefix="codec"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, worker: str | None = None) -> LocalTranslator:
+        """Load and warm the models `settings` name (all in the store by default)."""
+        store = ModelStore(settings.store, cache_dir=settings.cache_dir)
+        pool = EnginePool(store, EngineOptions.from_settings(settings))
+        pool.load(settings.models)
+        return cls(
+            pool,
+            limits=settings.image_limits(),
+            max_batch=settings.max_batch,
+            max_wait=settings.max_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            worker=worker,
+        )
+
+    def _run(self, key: BatchKey, images: list[DecodedImage]) -> list[DecodedImage | Exception]:
+        return self.pool.engine(key.model, key.direction).translate_each(images)
+
+    def _decode_and_submit(
+        self, request: TranslationRequest
+    ) -> concurrent.futures.Future[Batched[DecodedImage]]:
+        image = imaging.decode_image(request.data, limits=self.limits, name=request.name)
+        engine = self.pool.engine(request.model, request.direction)  # loads a new model once
+        shape = engine.batch_shape(image.height, image.width)
+        key = BatchKey(request.model, request.direction, shape)
+        return self.batcher.submit(key, image, deadline=request.deadline, alone=shape is None)
+
+    def _encode(self, request: TranslationRequest, batched: Batched[DecodedImage]) -> Translated:
+        image = batched.value
+        data = imaging.encode_image(
+            image, format=request.output.format, quality=request.output.quality
+        )
+        return Translated(
+            data=data,
+            media_type=request.output.media_type,
+            width=image.width,
+            height=image.height,
+            batch_size=batched.batch_size,
+            queue_seconds=batched.queue_seconds,
+            engine_seconds=batched.run_seconds,
+            worker=self.worker,
+        )
+
+    def translate_blocking(self, request: TranslationRequest) -> Translated:
+        """For worker threads: waits on the batcher until the request's deadline."""
+        future = self._decode_and_submit(request)
+        try:
+            batched = future.result(timeout=max(0.0, request.deadline - time.time()))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded("the deadline passed before the engine finished") from None
+        return self._encode(request, batched)
+
+    async def translate(self, request: TranslationRequest) -> Translated:
+        """For the event loop: no thread is held while the request waits for its batch."""
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(self._codec, self._decode_and_submit, request)
+        batched = await asyncio.wrap_future(future)  # cancelling this cancels the queued item
+        return await loop.run_in_executor(self._codec, self._encode, request, batched)
+
+    async def readiness(self) -> Readiness:
+        engines = self.pool.describe()
+        return Readiness(bool(engines), {"engines": engines, "queue": self.batcher.pending})
+
+    async def queue_depth(self) -> int:
+        return self.batcher.pending
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close_blocking)
+
+    def close_blocking(self) -> None:
+        self.batcher.close()
+        self._codec.shutdown(wait=True)

@@ -1,0 +1,108 @@
+"""``unpaired worker``: a Celery worker that batches requests from Redis into engine calls.
+
+Start one per GPU (pinned with ``CUDA_VISIBLE_DEVICES``), on any machine that reaches Redis;
+scaling out is starting more. A worker loads and warms its models before it consumes, says it
+is alive through a heartbeat the API's ``/readyz`` reads, and on SIGTERM finishes the requests
+it holds (Celery's warm shutdown) while the ones it had not started go back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from .celery_app import CONNECT_TIMEOUT_S, make_celery
+from .delivery import mark_received
+from .heartbeat import WorkerHeartbeat
+from .logs import configure_logging
+from .settings import Settings
+from .tasks import register_tasks
+from .translation import LocalTranslator
+
+__all__ = ["default_worker_name", "run_worker"]
+
+log = logging.getLogger("unpaired.worker")
+
+
+def default_worker_name() -> str:
+    """Unique per process, so several workers on one machine count as several."""
+    return f"unpaired-{os.getpid()}@{socket.gethostname()}"
+
+
+def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | None = None) -> None:
+    """Load the models, then consume `queues` (default: the interactive queue) until stopped."""
+    from celery.signals import task_received, worker_ready, worker_shutdown
+
+    configure_logging(settings.log_format, settings.log_level)
+    assert settings.broker_url is not None
+    name = name or default_worker_name()
+    queues = list(queues) or [settings.queue]
+    app = make_celery(settings, role="worker")
+    translator = LocalTranslator.from_settings(settings, worker=name)
+    client = redis.Redis.from_url(
+        settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=10
+    )
+    register_tasks(
+        app,
+        translator,
+        client,
+        blob_threshold=settings.blob_threshold_bytes,
+        result_ttl=settings.result_expires_s,
+    )
+    engines = translator.pool.describe()
+    heartbeat = WorkerHeartbeat(
+        client,
+        name,
+        {
+            "queues": queues,
+            "engines": engines,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "max_batch": settings.max_batch,
+            "prefetch": settings.prefetch,
+        },
+        interval=settings.heartbeat_s,
+    )
+
+    def on_ready(**_: Any) -> None:
+        heartbeat.start()
+        log.info(
+            "worker %s consuming %s with %d engine(s)",
+            name,
+            ",".join(queues),
+            len(engines),
+            extra={"worker": name, "queues": queues, "engines": engines},
+        )
+
+    def on_shutdown(**_: Any) -> None:
+        heartbeat.stop()
+        translator.close_blocking()
+
+    def on_received(request: Any, **_: Any) -> None:
+        # kombu has recorded the message as unacknowledged: tell the API it is safe here
+        try:
+            queue = request.delivery_info.get("routing_key") or queues[0]
+            mark_received(client, request.id, request.args[0], queue)
+        except Exception as exc:  # the API may then send it again: a duplicate, not a loss
+            log.warning("could not record receiving %s: %s", request.id, exc)
+
+    task_received.connect(on_received, weak=False)
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={name}",
+            "--pool=threads",  # never fork: a CUDA context must not be inherited
+            f"--concurrency={settings.prefetch}",
+            f"--queues={','.join(queues)}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )

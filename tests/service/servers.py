@@ -1,0 +1,124 @@
+"""Real processes for end-to-end tests: `unpaired serve`, `unpaired worker`, a private Redis.
+
+Everything is started the way a user (or docker-compose) starts it: the `unpaired` command with
+`UNPAIRED_*` variables, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from service.local_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_env(store: Path, **settings: object) -> dict[str, str]:
+    """The environment of a server or worker: this one, plus UNPAIRED_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNPAIRED_")}
+    env.update(
+        {
+            "UNPAIRED_STORE": str(store),
+            "UNPAIRED_THREADS": "1",
+            "UNPAIRED_LOG_FORMAT": "json",
+            "UNPAIRED_CACHE_DIR": str(store.parent / "cache"),
+        }
+    )
+    env.update({f"UNPAIRED_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def unpaired_process(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args], env=dict(env), cwd=ROOT, stdout=handle, stderr=handle
+    )
+
+
+class Server:
+    """A running `unpaired serve`."""
+
+    def __init__(self, env: Mapping[str, str], log: Path, port: int | None = None) -> None:
+        self.env = env
+        self.log = log
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = unpaired_process(["serve", "--port", str(self.port)], env, log)
+
+    def wait_started(self, timeout: float = 60) -> None:
+        """Until the server answers /healthz (models loaded: the lifespan ran)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the server did not start:\n{self.log.read_text()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                response = httpx.get(f"{self.url}/readyz", timeout=2)
+                last = response.text
+                if response.status_code == 200:
+                    body: dict[str, object] = response.json()
+                    return body
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise TimeoutError(f"not ready: {last}\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_server(env: Mapping[str, str], log: Path, *, ready: bool = True) -> Iterator[Server]:
+    server = Server(env, log)
+    try:
+        server.wait_ready() if ready else server.wait_started()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def running_workers(
+    env: Mapping[str, str], logs: Path, count: int = 1
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes = [
+        unpaired_process(["worker", "--name", f"w{i}"], env, logs / f"worker-{i}.log")
+        for i in range(count)
+    ]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            stop_process(process)
