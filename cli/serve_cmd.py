@@ -54,7 +54,10 @@ def serve(
     if workers == 0:
         _serve(settings)
         return
-    with contextlib.ExitStack() as stack:
+    # uvicorn re-raises SIGTERM once it has shut down; as an exception it lets the stack below
+    # stop the workers and the private Redis instead of killing this process on the spot
+    signal.signal(signal.SIGTERM, _terminate)
+    with contextlib.suppress(_Terminated), contextlib.ExitStack() as stack:
         broker_url = settings.broker_url or _private_redis(stack)
         env = {**os.environ, "UNPAIRED_BROKER_URL": broker_url, "UNPAIRED_STORE": settings.store}
         if model:
@@ -63,6 +66,14 @@ def serve(
             process = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env)
             stack.callback(_stop, process)
         _serve(_settings(host=host, port=port, store=store, models=model, broker_url=broker_url))
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _private_redis(stack: contextlib.ExitStack) -> str:

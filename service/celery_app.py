@@ -25,8 +25,9 @@ from .settings import Settings
 
 __all__ = ["ApiResultBackend", "make_celery"]
 
-#: Seconds to wait for a Redis connection before calling the broker unreachable.
-CONNECT_TIMEOUT_S = 0.5
+#: Seconds to wait for a new Redis connection before calling the broker unreachable (a stopped
+#: Redis refuses at once; this bounds an unreachable host, and must survive a loaded machine).
+CONNECT_TIMEOUT_S = 2.0
 
 
 class ApiResultBackend(RedisBackend):

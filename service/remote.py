@@ -42,17 +42,24 @@ log = logging.getLogger(__name__)
 
 _QUEUE_DEPTH_TTL_S = 0.05  # one LLEN per 50 ms is plenty to enforce the bound
 _BLOB_GRACE_S = 60  # input blobs outlive the deadline by this much (a redelivery may read them)
+_POOL_SIZE = 64  # Redis connections of one API process (pub/sub has its own)
+_POOL_WAIT_S = 5.0
 
 
 def async_redis(url: str) -> aioredis.Redis:
-    """A client that fails fast when Redis is down (one quick retry), for request paths."""
-    return aioredis.Redis.from_url(
+    """A client for request paths: a bounded pool that thousands of requests share (waiting for
+    a free connection rather than opening one each), failing fast when Redis is down (a refused
+    connection fails at once; one quick retry)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=_POOL_SIZE,
+        timeout=_POOL_WAIT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_keepalive=True,
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class RemoteTranslator:

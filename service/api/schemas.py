@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from models.manifest import ModelManifest
@@ -16,7 +17,13 @@ __all__ = [
     "Health",
     "ModelInfo",
     "ModelList",
+    "ModelName",
     "ReadinessReport",
+]
+
+
+ModelName = Annotated[
+    str, Path(description="a model's name or one of its aliases", examples=["day2night"])
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import msgpack
 import numpy as np
+import psutil
 import pytest
 import redis
 from PIL import Image
@@ -23,7 +25,7 @@ from skimage import data
 
 from service.engine import Engine, EngineOptions
 from service.imaging import decode_image, encode_image
-from service.local_redis import LocalRedis
+from service.local_redis import LocalRedis, free_port
 from service.store import ModelStore
 from tests.cli.test_cli import unpaired
 from tests.service.servers import (
@@ -247,3 +249,30 @@ def test_large_images_travel_by_reference_and_the_queue_is_bounded(
     assert large_done.content == expected_outputs(model_store, [large])[0]
     assert small_done.status_code == 400  # the truncated file, refused by the worker
     assert client.keys("unpaired:blob:*") == []  # inputs and outputs cleaned up
+
+
+def test_serve_with_workers_runs_a_private_redis_and_stops_it(
+    model_store: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    stack = unpaired_process(
+        ["serve", "--workers", "1", "--port", str(port)], service_env(model_store), tmp_path / "log"
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        children = psutil.Process(stack.pid).children(recursive=True)
+        names = [" ".join(c.cmdline()) for c in children]
+        assert any("redis-server" in n for n in names) and any("cli worker" in n for n in names)
+        body = photos(tmp_path / "in", 1)[0].read_bytes()
+        response = httpx.post(url + URL, content=body, headers=PNG, timeout=30)
+        assert response.status_code == 200 and response.headers["x-worker"]
+    finally:
+        stop_process(stack)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []  # the workers and the private Redis stopped with it

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from ..schemas import ErrorResponse, ModelInfo, ModelList
+from ..schemas import ErrorResponse, ModelInfo, ModelList, ModelName
 from ..state import AuthDep, StateDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -34,6 +34,6 @@ async def list_models(state: StateDep, _: AuthDep) -> ModelList:
     summary="One model, by name or alias",
     responses={404: {"model": ErrorResponse, "description": "no such model"}, **_ERRORS},
 )
-async def get_model(name: str, state: StateDep, _: AuthDep) -> ModelInfo:
+async def get_model(name: ModelName, state: StateDep, _: AuthDep) -> ModelInfo:
     catalog, _translator = state.ready()
     return ModelInfo.from_manifest(await run_in_threadpool(catalog.resolve, name))

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...translation import OutputSpec, Translated, TranslationRequest, Translator
 from ..errors import ApiError, to_api_error
-from ..schemas import ErrorResponse
+from ..schemas import ErrorResponse, ModelName
 from ..state import AuthDep, ServiceState, StateDep
 from ..uploads import Upload, choose_format, read_uploads, safe_stem
 
@@ -106,7 +106,7 @@ _ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)  # fixed, so the same images give the s
 )
 async def translate(
     request: Request,
-    name: str,
+    name: ModelName,
     state: StateDep,
     _: AuthDep,
     direction: Annotated[
