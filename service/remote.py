@@ -174,16 +174,7 @@ class RemoteTranslator:
                 raise WorkerError("the worker's output expired before it was read")
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.app.backend.get_key_for_task(task_id))
-        return Translated(
-            data=data,
-            media_type=reply["media_type"],
-            width=reply["width"],
-            height=reply["height"],
-            batch_size=reply["batch_size"],
-            queue_seconds=reply["queue_seconds"],
-            engine_seconds=reply["engine_seconds"],
-            worker=reply.get("worker"),
-        )
+        return Translated.from_payload(data, reply)
 
     # --- state --------------------------------------------------------------------------
 

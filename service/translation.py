@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from . import imaging
@@ -81,15 +81,12 @@ class Translated:
     worker: str | None = None  # the Celery worker that ran it (distributed mode)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "media_type": self.media_type,
-            "width": self.width,
-            "height": self.height,
-            "batch_size": self.batch_size,
-            "queue_seconds": self.queue_seconds,
-            "engine_seconds": self.engine_seconds,
-            "worker": self.worker,
-        }
+        """Everything but the image bytes (which may travel apart, as a blob)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "data"}
+
+    @classmethod
+    def from_payload(cls, data: bytes, payload: dict[str, Any]) -> Translated:
+        return cls(data=data, **{f.name: payload[f.name] for f in fields(cls) if f.name != "data"})
 
 
 class BrokerUnavailable(Exception):
