@@ -46,7 +46,7 @@ async def read_uploads(
     if media_type == "multipart/form-data":
         return await _read_multipart(request, max_bytes=max_bytes, max_files=max_files)
     if media_type.startswith(RAW_TYPES):
-        return [Upload("image", await _read_raw(request, max_bytes))], False
+        return [Upload("upload", await _read_raw(request, max_bytes))], False
     given = f"Content-Type {media_type!r}" if media_type else "no Content-Type"
     raise ApiError(415, "unsupported_media_type", f"{given}: {HOW_TO_SEND}")
 

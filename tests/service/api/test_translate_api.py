@@ -53,7 +53,7 @@ def test_an_image_is_byte_equal_to_unpaired_translate(
     assert response.headers["x-model"] == "tiny" and response.headers["x-direction"] == "BtoA"
     assert int(response.headers["x-batch-size"]) >= 1
     assert float(response.headers["x-engine-seconds"]) > 0
-    assert f'filename="image.{suffix}"' in response.headers["content-disposition"]
+    assert f'filename="upload.{suffix}"' in response.headers["content-disposition"]
 
 
 def test_multipart_file_alias_and_accept(api: ClientFactory) -> None:
