@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import cpu_name  # noqa: E402
 from models import build_generator  # noqa: E402
 from models.manifest import Architecture  # noqa: E402
 from service.engine import Engine, EngineOptions  # noqa: E402
@@ -103,13 +103,6 @@ def export_model(folder: Path, ngf: int, device: str) -> ModelStore:
         {"AtoB": net}, folder / "store" / "bench", name="bench", architecture=arch, options=options
     )
     return ModelStore(folder / "store")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({len(os.sched_getaffinity(0))} CPUs)"
-    return platform.processor()
 
 
 def _sync(device: str) -> None:
@@ -198,7 +191,9 @@ def main() -> None:
     err.print(table)
     result = {
         "benchmark": "engine",
-        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+        "device": torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{cpu_name()} ({len(os.sched_getaffinity(0))} CPUs)",
         "cpu_threads": args.threads or torch.get_num_threads(),
         "model": f"resnet_9blocks ngf {args.ngf}",
         "min_seconds": args.min_seconds,

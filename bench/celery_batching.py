@@ -1,0 +1,580 @@
+"""Batching across requests in Celery workers: our design next to `celery-batches`, measured.
+
+A design record. The distributed workers batch with our own approach: `unpaired worker` runs
+a Celery worker with the threads pool in which each request is an ordinary task (late ack, its
+own result, its own retry) that submits its decoded image to the in-process micro-batcher
+(`service/batching.py`, the same one the embedded API uses) and blocks until its batch has run
+(`service/tasks.py`, `service/worker.py`, `service/translation.py`). The alternative is the
+`celery-batches` package: a `Batches` task class that buffers delivered messages and calls the
+task once with the list of requests every `flush_every` messages or every `flush_interval`
+seconds.
+
+Both are driven with the same load, on the same model, Redis and thread budget: a plain Python
+publisher in this process, which is the API's own `service.remote.RemoteTranslator` without
+HTTP (publish, delivery ledger, answers through the result backend's pub/sub), keeps exactly
+`concurrency` requests in flight, and reads every answer the way the API does; every answer
+must be a PNG of its input's size. Ours runs through the real `unpaired worker`. The
+celery-batches worker is a minimal but fair one written here (this script re-run with
+`--batches-worker`): same Celery configuration (`service.celery_app.make_celery`: msgpack,
+late acks, the same prefetch of 2 x max batch: 2 pool threads x prefetch multiplier 8), same
+engines (`service.engines.EnginePool`, one engine call at a time under a lock, as our one
+dispatcher thread), decode and encode in a thread pool beside the engine, the same reply
+format stored per request with `app.backend.mark_as_done`, and the same receipt
+(`service.delivery.mark_received`) so the API side does not re-send its requests.
+`flush_every` = max batch (8); `flush_interval` = max wait (5 ms), and once more at 50 ms
+(`--flush-ms`), since a periodic 5 ms timer flushes small batches (see "timing" below).
+
+Reported per approach and concurrency (8 and 32): throughput (answers/s inside the measurement
+window), p50/p95/p99 latency, the mean batch size the answers ran in (request-weighted, from
+each answer's `batch_size`), errors, and the CPU the worker process used.
+
+What the numbers do not show (why a throughput tie goes to our design):
+- results: celery-batches stores none; the task must call `mark_as_done` per request. If the
+  batch task raises, celery-batches logs it, stores nothing and still acknowledges every
+  late-ack message of the flush: those requests are lost and their callers wait until their
+  deadline. Ours stores each request's own result (or its own error reply).
+- retry: a `Batches` task has no retry (`autoretry_for`, `self.retry` do not apply per
+  request); ours retries a request on a Redis error with backoff, alone.
+- acknowledgement: celery-batches acks all late-ack requests of a flush together when the flush
+  returns; ours acks each request when its result is stored. `reject_on_worker_lost`,
+  expiry (`expires`, which the API sets to the request's deadline) and revocation are not
+  applied to buffered requests either: an expired request is still run.
+- grouping: ours batches per (model, direction, padded shape) and never mixes shapes;
+  celery-batches hands over whatever the flush holds, and the task must group it itself.
+- timing: `flush_interval` is a periodic timer started by the first buffered message, not a
+  bound on the oldest request's wait as our `max_wait`; a count-triggered flush happens when
+  the message counter reaches a multiple of `flush_every`.
+
+    .venv/bin/pip install celery-batches      # not a project dependency
+    python bench/celery_batching.py           # c = 8,32, 128 px, 10 s per cell
+    python bench/celery_batching.py --quick   # smoke run, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (
+    MODEL,
+    Child,
+    ClosedLoop,
+    cpu_name,
+    export_bench_model,
+    photo_crops,
+    png_problem,
+    png_size,
+    run_async,
+    service_env,
+    stop_all,
+)
+from service.local_redis import LocalRedis
+from service.settings import Settings, load_settings
+from service.translation import OutputSpec, TranslationRequest
+
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+REQUEST_TIMEOUT_S = 120.0
+VISIBILITY_TIMEOUT_S = 60.0
+APPROACHES = ("ours", "celery-batches")
+
+
+# --- the celery-batches worker (this script with --batches-worker) ------------------------------
+
+
+def run_batches_worker(flush_interval: float) -> None:
+    """A Celery worker whose translate task is a celery-batches `Batches` task."""
+    import redis
+    from celery.signals import task_received
+    from celery_batches import Batches, SimpleRequest
+
+    from service import imaging
+    from service.celery_app import CONNECT_TIMEOUT_S, make_celery
+    from service.delivery import mark_received
+    from service.engine import EngineOptions
+    from service.engines import EnginePool
+    from service.imaging import DecodedImage
+    from service.logs import configure_logging
+    from service.store import ModelStore
+    from service.translation import Translated
+    from service.wire import (
+        TRANSLATE_TASK,
+        blob_key,
+        error_reply,
+        request_from_payload,
+    )
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    assert settings.broker_url is not None
+    name = f"batches-{os.getpid()}@{socket.gethostname()}"
+    app = make_celery(settings, role="worker")
+    pool = EnginePool(
+        ModelStore(settings.store, cache_dir=settings.cache_dir),
+        EngineOptions.from_settings(settings),
+    )
+    pool.load(settings.models)
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    codec = concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0)))
+    engine_lock = threading.Lock()  # one engine call at a time, like our dispatcher thread
+    received: dict[str, float] = {}  # task id -> when delivered (for queue_seconds)
+
+    def deadline_reply() -> dict[str, Any]:
+        from service.batching import DeadlineExceeded
+
+        reply = error_reply(DeadlineExceeded("the deadline passed before a worker took it"))
+        assert reply is not None
+        return reply
+
+    def decode(
+        payload: dict[str, Any],
+    ) -> tuple[TranslationRequest, DecodedImage] | dict[str, Any]:
+        if time.time() > payload["deadline"]:
+            return deadline_reply()
+        image = payload["image"]
+        data = image.get("data")
+        if data is None:
+            data = client.get(image["blob"])
+            if data is None:
+                return deadline_reply()
+        request = request_from_payload(payload, data)
+        try:
+            return request, imaging.decode_image(data, limits=settings.image_limits())
+        except Exception as exc:
+            reply = error_reply(exc)
+            if reply is None:
+                raise
+            return reply
+
+    @app.task(
+        name=TRANSLATE_TASK,
+        base=Batches,
+        flush_every=settings.max_batch,
+        flush_interval=flush_interval,
+        acks_late=True,
+    )
+    def translate(requests: list[SimpleRequest]) -> None:
+        replies: dict[int, dict[str, Any]] = {}
+        ready: dict[int, tuple[TranslationRequest, DecodedImage]] = {}
+        for i, decoded in enumerate(codec.map(lambda r: decode(r.args[0]), requests)):
+            if isinstance(decoded, dict):
+                replies[i] = decoded
+            else:
+                ready[i] = decoded
+        # group by (model, direction, padded shape), as our batcher does
+        groups: dict[tuple[str, str, Any], list[int]] = {}
+        for i, (request, image) in ready.items():
+            shape = pool.engine(request.model, request.direction).batch_shape(
+                image.height, image.width
+            )
+            groups.setdefault((request.model, request.direction, shape), []).append(i)
+        for (model, direction, _), members in groups.items():
+            engine = pool.engine(model, direction)
+            with engine_lock:
+                started = time.monotonic()
+                outputs = engine.translate_each([ready[i][1] for i in members])
+                seconds = time.monotonic() - started
+
+            def encode(
+                i: int,
+                out: DecodedImage | Exception,
+                started: float = started,
+                seconds: float = seconds,
+                size: int = len(members),
+            ) -> dict[str, Any]:
+                request = ready[i][0]
+                if isinstance(out, Exception):
+                    reply = error_reply(out)
+                    return reply or {
+                        "ok": False,
+                        "error": {"type": "WorkerError", "message": repr(out)},
+                    }
+                data = imaging.encode_image(
+                    out, format=request.output.format, quality=request.output.quality
+                )
+                result = Translated(
+                    data=data,
+                    media_type=request.output.media_type,
+                    width=out.width,
+                    height=out.height,
+                    batch_size=size,
+                    queue_seconds=started - received.pop(requests[i].id, started),
+                    engine_seconds=seconds,
+                    worker=name,
+                )
+                image: dict[str, Any] = {"data": data}
+                if len(data) > settings.blob_threshold_bytes:
+                    key = blob_key(requests[i].id, "out")
+                    client.set(key, data, ex=settings.result_expires_s)
+                    image = {"blob": key}
+                return {"ok": True, "image": image, **result.to_payload()}
+
+            for i, reply in zip(members, codec.map(encode, members, outputs), strict=True):
+                replies[i] = reply
+        for i, request in enumerate(requests):  # celery-batches stores no result itself
+            app.backend.mark_as_done(request.id, replies[i], request=request)
+
+    def on_received(request: Any, **_: Any) -> None:
+        received[request.id] = time.monotonic()
+        try:
+            queue = request.delivery_info.get("routing_key") or settings.queue
+            mark_received(client, request.id, request.args[0], queue)
+        except Exception as exc:
+            print(f"could not record receiving {request.id}: {exc}", file=sys.stderr)
+
+    task_received.connect(on_received, weak=False)
+    threads = 2  # one flush in the engine while the next one decodes / encodes
+    app.conf.worker_prefetch_multiplier = max(1, settings.prefetch // threads)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={name}",
+            "--pool=threads",
+            f"--concurrency={threads}",
+            f"--queues={settings.queue}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def running_worker(
+    approach: str, settings: Mapping[str, object], folder: Path, flush_interval: float | None
+) -> Iterator[Child]:
+    env = service_env(settings)
+    if flush_interval is None:
+        argv = [sys.executable, "-m", "cli", "worker", "--name", "bench-ours"]
+    else:
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--batches-worker",
+            "--flush-interval",
+            str(flush_interval),
+        ]
+    process = Child(argv, env, folder / f"{approach.replace(' ', '-')}.log")
+    try:
+        yield process
+    finally:
+        stop_all([process])
+
+
+# --- the publisher ------------------------------------------------------------------------------
+
+
+def new_request(data: bytes, index: int) -> TranslationRequest:
+    return TranslationRequest(
+        model=MODEL,
+        direction="AtoB",
+        data=data,
+        output=OutputSpec(format="png"),
+        deadline=time.time() + REQUEST_TIMEOUT_S,
+        name=f"crop-{index}.png",
+        request_id=uuid.uuid4().hex,
+    )
+
+
+async def wait_answering(settings: Settings, payload: bytes, worker: Child) -> None:
+    """Until one request comes back (the worker has loaded its model and consumes)."""
+    from service.remote import RemoteTranslator
+
+    translator = await RemoteTranslator.connect(settings)
+    try:
+        task = asyncio.ensure_future(translator.translate(new_request(payload, 0)))
+        deadline = time.monotonic() + 180
+        while not task.done():
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                task.cancel()
+                raise TimeoutError(f"the worker did not answer:\n{worker.tail()}")
+            await asyncio.wait({task}, timeout=0.2)
+        task.result()
+    finally:
+        await translator.close()
+
+
+async def drive(
+    settings: Settings, payloads: Sequence[tuple[bytes, tuple[int, int]]], load: ClosedLoop
+) -> None:
+    from service.remote import RemoteTranslator
+
+    translator = await RemoteTranslator.connect(settings)
+    counter = itertools.count()
+
+    async def one() -> None:
+        while (phase := load.advance(time.perf_counter())) != "stop":
+            index = next(counter) % len(payloads)
+            data, size = payloads[index]
+            sent = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(
+                    translator.translate(new_request(data, index)), REQUEST_TIMEOUT_S
+                )
+            except Exception as exc:
+                load.finish(phase, sent, type(exc).__name__)
+                continue
+            problem = png_problem(result.data, size)
+            load.finish(phase, sent, problem, {"batch": result.batch_size})
+
+    try:
+        await asyncio.gather(*(one() for _ in range(load.concurrency)))
+    finally:
+        await translator.close()
+
+
+def measure_cell(
+    settings: Settings,
+    worker: Child,
+    payloads: Sequence[tuple[bytes, tuple[int, int]]],
+    concurrency: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    marks: dict[str, tuple[float, float]] = {}
+
+    def on_window(edge: str) -> None:
+        marks[edge] = (time.process_time(), worker.cpu_seconds())
+
+    load = ClosedLoop(concurrency, args.warmup, args.seconds, args.requests, on_window)
+    run_async(drive(settings, payloads, load))
+    row = load.summary()
+    span = row["window_s"]
+    row["worker_cores"] = round((marks["end"][1] - marks["start"][1]) / span, 2) if span else None
+    row["publisher_cores"] = (
+        round((marks["end"][0] - marks["start"][0]) / span, 2) if span else None
+    )
+    return row
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+FULL = {"concurrency": "8,32", "size": 128, "seconds": 10.0, "warmup": 2.0}
+QUICK = {"concurrency": "8,32", "size": 64, "seconds": 2.0, "warmup": 0.5}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--approaches", default=",".join(APPROACHES))
+    parser.add_argument(
+        "--flush-ms",
+        default="5,50",
+        help="celery-batches flush_interval(s) in ms, one run each (default 5 = max wait, 50)",
+    )
+    parser.add_argument("--concurrency", default=None, help="default 8,32")
+    parser.add_argument("--size", type=int, default=None, help="image side (default 128)")
+    parser.add_argument("--seconds", type=float, default=None, help="per cell (default 10)")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="measure this many per cell instead"
+    )
+    parser.add_argument("--warmup", type=float, default=None, help="seconds (default 2)")
+    parser.add_argument("--generator", default="resnet_6blocks")
+    parser.add_argument("--ngf", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=8, help="= celery-batches flush_every")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="UNPAIRED_MAX_WAIT_MS (ours)"
+    )
+    parser.add_argument("--cores", type=int, default=None, help="engine threads (default: all)")
+    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 2 s cells")
+    parser.add_argument("--batches-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flush-interval", type=float, default=0.005, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    unknown = set(args.approaches.split(",")) - set(APPROACHES)
+    if unknown:
+        parser.error(f"unknown approaches {sorted(unknown)}; choose from {APPROACHES}")
+    return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    args = parse_args()
+    if args.batches_worker:
+        run_batches_worker(args.flush_interval)
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("celery_batches") is None:
+        sys.exit("celery-batches is not installed: .venv/bin/pip install celery-batches")
+    signal.signal(signal.SIGTERM, _terminate)
+    # (label, flush interval in s: None for ours)
+    approaches: list[tuple[str, float | None]] = []
+    for approach in args.approaches.split(","):
+        if approach == "ours":
+            approaches.append(("ours", None))
+        else:
+            approaches += [
+                (f"celery-batches {float(ms):g} ms", float(ms) / 1000)
+                for ms in args.flush_ms.split(",")
+            ]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    cores = args.cores or len(os.sched_getaffinity(0))
+    err.print(f"CPU: {cpu_name()} x {cores} cores", highlight=False)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-celery-") as scratch, ExitStack() as stack:
+        folder = Path(scratch)
+        err.print(f"exporting {args.generator} ngf {args.ngf} ...")
+        import torch
+
+        export_bench_model(
+            folder / "store", args.generator, args.ngf, fp16=torch.cuda.is_available()
+        )
+        pngs = photo_crops(args.size)
+        payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
+        redis_server = stack.enter_context(LocalRedis(folder / "redis"))
+        common = {
+            "store": folder / "store",
+            "cache_dir": folder / "cache",
+            "models": MODEL,
+            "broker_url": redis_server.url,
+            "threads": cores,
+            "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms,
+            "max_queue": max(256, 4 * max(levels)),
+            "request_timeout_s": REQUEST_TIMEOUT_S,
+            "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
+            "log_level": "warning",
+            "log_format": "text",
+        }
+        publisher = Settings(  # the API side's settings, as its environment would give them
+            **{**common, "store": str(common["store"]), "models": (MODEL,)}  # type: ignore[arg-type]
+        )
+        for approach, flush_s in approaches:
+            err.print(f"starting {approach} ...", highlight=False)
+            with running_worker(approach, common, folder, flush_s) as worker:
+                run_async(wait_answering(publisher, pngs[0], worker))
+                for level in levels:
+                    row = {
+                        "approach": approach,
+                        **measure_cell(publisher, worker, payloads, level, args),
+                    }
+                    rows.append(row)
+                    err.print(
+                        f"  c={level:3d}: {row['images_per_s']:7.1f} img/s, p50 "
+                        f"{row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, batch "
+                        f"{row.get('mean_batch')}, errors {row['errors']}",
+                        highlight=False,
+                    )
+                    if row["errors"] or row["warmup_errors"]:
+                        err.print(f"  errors: {row['error_kinds']} {row['warmup_errors']}")
+                        err.print(worker.tail(1500), highlight=False, markup=False)
+
+    table = Table(
+        "approach",
+        "c",
+        "img/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "mean batch",
+        "errors",
+        "worker cores",
+        "publisher cores",
+        title=f"Celery batching ({args.size}x{args.size} PNG, {cores} engine threads)",
+    )
+    for r in rows:
+        table.add_row(
+            r["approach"],
+            str(r["concurrency"]),
+            f"{r['images_per_s']:.1f}",
+            f"{r['p50_ms']:.0f}",
+            f"{r['p95_ms']:.0f}",
+            f"{r['p99_ms']:.0f}",
+            f"{r['mean_batch']:.2f}" if r.get("mean_batch") else "",
+            str(r["errors"] + sum(r["warmup_errors"].values())),
+            f"{r['worker_cores']:.2f}",
+            f"{r['publisher_cores']:.2f}",
+        )
+    err.print(table)
+    comparison = []
+    by = {(r["approach"], r["concurrency"]): r for r in rows}
+    for (approach, _), level in itertools.product(
+        [a for a in approaches if a[1] is not None], levels
+    ):
+        ours, theirs = by.get(("ours", level)), by.get((approach, level))
+        if ours and theirs:
+            line = {
+                "against": approach,
+                "concurrency": level,
+                "throughput_ours_over_batches": round(
+                    ours["images_per_s"] / max(theirs["images_per_s"], 1e-9), 3
+                ),
+                "p99_ours_over_batches": round(ours["p99_ms"] / max(theirs["p99_ms"], 1e-9), 3),
+            }
+            comparison.append(line)
+            err.print(
+                f"c={level}: ours / {approach}: throughput "
+                f"{line['throughput_ours_over_batches']:.2f}x, p99 "
+                f"{line['p99_ours_over_batches']:.2f}x",
+                highlight=False,
+            )
+    import celery
+    import celery_batches
+
+    result = {
+        "benchmark": "celery_batching",
+        "cpu": cpu_name(),
+        "cores": cores,
+        "model": f"{args.generator} ngf {args.ngf} (random weights)",
+        "size": args.size,
+        "versions": {
+            "celery": celery.__version__,
+            "celery_batches": getattr(celery_batches, "__version__", _version("celery-batches")),
+        },
+        "settings": {
+            "engine_threads": cores,
+            "max_batch": args.max_batch,
+            "flush_every": args.max_batch,
+            "max_wait_ms": args.max_wait_ms,
+            "flush_interval_ms": [s * 1000 for _, s in approaches if s is not None],
+            "prefetch": 2 * args.max_batch,
+        },
+        "publisher": "service.remote.RemoteTranslator (the API's distributed path, no HTTP)",
+        **({"requests": args.requests} if args.requests else {"seconds": args.seconds}),
+        "warmup_s": args.warmup,
+        "rows": rows,
+        "comparison": comparison,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""What the service benchmarks share: the machine's name, a bench model, real-photo inputs,
+child processes started the way users start them, and a closed-loop load with its summary.
+
+`bench/service.py`, `bench/celery_batching.py` and `bench/bulk.py` import it (they put the
+repository root on `sys.path` first), so every table is measured the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import platform
+import signal
+import struct
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "bench"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def export_bench_model(folder: Path, generator: str, ngf: int, *, fp16: bool) -> Path:
+    """A generator with seeded random weights (speed does not depend on them), exported as
+    model `bench` (AtoB) into the store at `folder`; returns `folder`."""
+    import torch
+
+    from models import build_generator
+    from models.manifest import Architecture
+    from training.export import ExportOptions, export_generators
+
+    arch = Architecture(generator=generator, ngf=ngf, norm="instance")
+    torch.manual_seed(0)
+    net = build_generator(generator, ngf=ngf).eval()
+    options = ExportOptions(fp16=fp16, tiled=False)  # bench inputs are never tiled
+    export_generators({"AtoB": net}, folder / MODEL, name=MODEL, architecture=arch, options=options)
+    return folder
+
+
+def photo_crops(size: int) -> list[bytes]:
+    """16 PNGs: four square crops (centre, two corners, a zoom) of four real photos that ship
+    with scikit-image, resized to `size`."""
+    import skimage.data
+    from PIL import Image
+
+    out = []
+    for name in PHOTOS:
+        rgb = getattr(skimage.data, name)()
+        h, w = rgb.shape[:2]
+        s = min(h, w)
+        boxes = [
+            ((w - s) // 2, (h - s) // 2, s),
+            (0, 0, s * 3 // 4),
+            (w - s * 3 // 4, h - s * 3 // 4, s * 3 // 4),
+            ((w - s // 2) // 2, (h - s // 2) // 2, s // 2),
+        ]
+        for x, y, side in boxes:
+            crop = Image.fromarray(rgb[y : y + side, x : x + side])
+            buffer = io.BytesIO()
+            crop.resize((size, size), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+    return out
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, or None if `data` is not a PNG."""
+    if len(data) < 24 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def png_problem(data: bytes, size: tuple[int, int]) -> str | None:
+    """None when `data` is a PNG of `size`; else what is wrong with it."""
+    got = png_size(data)
+    if got is None:
+        return "not a PNG"
+    return None if got == size else f"wrong size {got[0]}x{got[1]}"
+
+
+def service_env(settings: Mapping[str, object]) -> dict[str, str]:
+    """This environment without the caller's UNPAIRED_* variables, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNPAIRED_")}
+    env.update({f"UNPAIRED_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """A child process with its own log file and its own session (Ctrl-C reaches only the
+    benchmark, which then stops its children in order)."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        self.argv = list(argv)
+        self.log = log
+        with log.open("ab") as handle:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (threads included)."""
+        try:
+            stat = Path(f"/proc/{self.popen.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise RuntimeError(
+                f"`{' '.join(self.argv[1:])}` exited with {self.popen.returncode}:\n{self.tail()}"
+            )
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, timeout: float = 30.0) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def stop_all(children: Sequence[Child]) -> None:
+    """SIGTERM to all at once, then wait for each (kill after 30 s)."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait_or_kill()
+
+
+@dataclass
+class ClosedLoop:
+    """One cell of a closed-loop load: `concurrency` requests in flight throughout; a warm-up
+    (at least `warmup_s` and `concurrency` answers, discarded), then a measurement window of
+    `seconds` (or `requests`), then the drain. Latencies count requests sent in the window;
+    throughput counts good answers finished in it. Errors are counted, never dropped."""
+
+    concurrency: int
+    warmup_s: float
+    seconds: float | None
+    requests: int | None
+    on_window: Callable[[str], None] = lambda edge: None  # "start" / "end" of the window
+    phase: Literal["warmup", "measure", "stop"] = "warmup"
+    started: float = field(default_factory=time.perf_counter)
+    window: tuple[float, float] = (0.0, 0.0)
+    completed: int = 0
+    issued: int = 0  # in the measurement window
+    done: list[tuple[float, bool]] = field(default_factory=list)  # (finished, ok): all
+    latencies: list[float] = field(default_factory=list)
+    measures: dict[str, list[float]] = field(default_factory=dict)  # per good answer
+    tags: Counter[str] = field(default_factory=Counter)  # e.g. which worker answered
+    errors: Counter[str] = field(default_factory=Counter)
+    warmup_errors: Counter[str] = field(default_factory=Counter)
+
+    def advance(self, now: float) -> str:
+        """The phase a request sent `now` belongs to (counts it when measured)."""
+        if (
+            self.phase == "warmup"
+            and now - self.started >= self.warmup_s
+            and self.completed >= self.concurrency
+        ):
+            self.phase = "measure"
+            self.window = (now, now)
+            self.on_window("start")
+        elif self.phase == "measure" and (
+            (self.requests is not None and self.issued >= self.requests)
+            or (self.requests is None and now - self.window[0] >= (self.seconds or 0))
+        ):
+            self.phase = "stop"
+            self.window = (self.window[0], now)
+            self.on_window("end")
+        if self.phase == "measure":
+            self.issued += 1
+        return self.phase
+
+    def finish(
+        self,
+        phase: str,
+        sent: float,
+        problem: str | None,
+        measures: Mapping[str, float] | None = None,
+        tag: str | None = None,
+    ) -> None:
+        """Record one answer: `problem` is None for a good one."""
+        finished = time.perf_counter()
+        self.completed += 1
+        self.done.append((finished, problem is None))
+        if problem is not None:
+            (self.errors if phase == "measure" else self.warmup_errors)[problem] += 1
+            return
+        if phase != "measure":
+            return
+        self.latencies.append(finished - sent)
+        for name, value in (measures or {}).items():
+            self.measures.setdefault(name, []).append(value)
+        if tag is not None:
+            self.tags[tag] += 1
+
+    def summary(self) -> dict[str, Any]:
+        start, end = self.window
+        span = end - start
+        ok_in_window = sum(1 for t, ok in self.done if ok and start <= t <= end)
+        lat = np.array(self.latencies) * 1000
+        p50, p95, p99 = (
+            (float(np.percentile(lat, q)) for q in (50, 95, 99)) if len(lat) else (0.0,) * 3
+        )
+        row: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "images_per_s": round(ok_in_window / span, 3) if span > 0 else 0.0,
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "p99_ms": round(p99, 2),
+            "p99_over_p50": round(p99 / p50, 3) if p50 else None,
+            "window_s": round(span, 3),
+            "requests": self.issued,
+            "ok": len(self.latencies),
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "warmup_errors": dict(self.warmup_errors),
+        }
+        for name, values in self.measures.items():
+            row[f"mean_{name}"] = round(float(np.mean(values)), 4)
+        return row
+
+
+def run_async(coroutine: Any) -> None:
+    """uvloop where installed (as uvicorn uses), asyncio otherwise."""
+    try:
+        import uvloop
+
+        uvloop.run(coroutine)
+    except ImportError:
+        asyncio.run(coroutine)
