@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli import export_cmd, serve_cmd, translate_cmd
+from cli import export_cmd, jobs_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ datasets_app = typer.Typer(help="Built-in synthetic domain pairs.", no_args_is_h
 app.add_typer(datasets_app, name="datasets")
 models_app = typer.Typer(help="Models in the model store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(jobs_cmd.app, name="jobs")
 app.command()(export_cmd.export)
 app.command()(translate_cmd.translate)
 app.command()(serve_cmd.serve)

@@ -9,6 +9,11 @@ and ``max_wait`` only matters when the engine is idle.
 The embedded API awaits the future with :func:`asyncio.wrap_future` (no thread per waiting
 request, and cancelling the await cancels the item); a Celery worker's task threads block on it.
 The queue is bounded: :class:`QueueFull` is raised at submit time, never after the fact.
+
+Background items (bulk-job images) never delay interactive ones: a background group runs only
+when no interactive item is waiting, and in batches of at most ``background_batch`` items, so
+an interactive request that arrives meanwhile waits for one short batch at most. They are not
+counted against ``max_queue`` (their producers, the bulk chunks, are bounded by themselves).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class MicroBatcher(Generic[K, T, R]):
         max_batch: int,
         max_wait: float,
         max_queue: int,
+        background_batch: int | None = None,
         name: str = "micro-batcher",
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
@@ -90,9 +96,12 @@ class MicroBatcher(Generic[K, T, R]):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queue = max_queue
+        self.background_batch = min(background_batch or max_batch, max_batch)
         self._groups: OrderedDict[K, deque[_Item[T, R]]] = OrderedDict()
         self._alone: set[K] = set()  # keys whose items never wait for company
-        self._pending = 0
+        self._background: set[K] = set()  # keys of background groups
+        self._pending = 0  # interactive items waiting
+        self._background_pending = 0
         self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -100,23 +109,38 @@ class MicroBatcher(Generic[K, T, R]):
 
     @property
     def pending(self) -> int:
-        """Items submitted and not yet handed to the engine."""
+        """Interactive items submitted and not yet handed to the engine."""
         return self._pending
 
+    @property
+    def background_pending(self) -> int:
+        return self._background_pending
+
     def submit(
-        self, key: K, value: T, *, deadline: float | None = None, alone: bool = False
+        self,
+        key: K,
+        value: T,
+        *,
+        deadline: float | None = None,
+        alone: bool = False,
+        background: bool = False,
     ) -> Future[Batched[R]]:
-        """Queue one item; ``alone`` items (e.g. tiled large images) run without waiting."""
+        """Queue one item; ``alone`` items (e.g. tiled large images) run without waiting;
+        ``background`` ones run when no interactive item waits. A key is either kind."""
         item: _Item[T, R] = _Item(value, deadline)
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
-            if self._pending >= self.max_queue:
+            if not background and self._pending >= self.max_queue:
                 raise QueueFull(f"{self._pending} requests are already waiting")
             self._groups.setdefault(key, deque()).append(item)
             if alone:
                 self._alone.add(key)
-            self._pending += 1
+            if background:
+                self._background.add(key)
+                self._background_pending += 1
+            else:
+                self._pending += 1
             self._cond.notify()
         return item.future
 
@@ -143,31 +167,47 @@ class MicroBatcher(Generic[K, T, R]):
                     self._cond.wait(None if due is None else max(0.0, due - now))
             self._execute(*batch)
 
+    def _limit(self, key: K) -> int:
+        return self.background_batch if key in self._background else self.max_batch
+
     def _is_ready(self, key: K, items: deque[_Item[T, R]], now: float) -> bool:
+        if key in self._background and self._pending:
+            return False  # interactive items first, even those still waiting for company
         return (
             self._closed
             or key in self._alone
-            or len(items) >= self.max_batch
+            or len(items) >= self._limit(key)
             or now - items[0].submitted >= self.max_wait
         )
 
     def _next_due(self) -> float | None:
-        heads = [items[0].submitted for items in self._groups.values()]
+        heads = [  # background groups wait for the interactive ones, which wake us anyway
+            items[0].submitted
+            for key, items in self._groups.items()
+            if items and not (self._pending and key in self._background)
+        ]
         return min(heads) + self.max_wait if heads else None
 
     def _take_ready(self, now: float) -> tuple[K, list[_Item[T, R]]] | None:
-        """The ready group whose oldest item waited longest, up to max_batch live items."""
-        ready = [(items[0].submitted, key) for key, items in self._groups.items() if items]
-        ready = [(t, key) for t, key in ready if self._is_ready(key, self._groups[key], now)]
+        """The ready group whose oldest item waited longest (interactive groups before
+        background ones), up to its batch limit of live items."""
+        ready = [
+            (key in self._background, items[0].submitted, key)
+            for key, items in self._groups.items()
+            if items and self._is_ready(key, items, now)
+        ]
         if not ready:
             return None
-        _, key = min(ready, key=lambda pair: pair[0])
+        background, _, key = min(ready, key=lambda entry: entry[:2])
         items = self._groups[key]
         taken: list[_Item[T, R]] = []
         wall = time.time()
-        while items and len(taken) < self.max_batch:
+        while items and len(taken) < self._limit(key):
             item = items.popleft()
-            self._pending -= 1
+            if background:
+                self._background_pending -= 1
+            else:
+                self._pending -= 1
             if not item.future.set_running_or_notify_cancel():
                 continue  # the caller gave up (its deadline passed, or it disconnected)
             if item.deadline is not None and wall > item.deadline:
@@ -177,6 +217,7 @@ class MicroBatcher(Generic[K, T, R]):
         if not items:
             del self._groups[key]
             self._alone.discard(key)
+            self._background.discard(key)
         if not taken:
             return self._take_ready(now)
         return key, taken

@@ -70,6 +70,9 @@ def make_celery(settings: Settings, *, role: Literal["api", "worker"]) -> Celery
             # look for messages of dead workers every few seconds, not every 100 s
             "unacked_restore_interval": restore_every,
             "unacked_restore_throttle": 1,
+            # a worker asks Redis for its queues in the order given (interactive, then bulk)
+            # rather than round-robin, so bulk work never holds back an interactive request
+            "queue_order_strategy": "priority",
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "health_check_interval": 10,
         },

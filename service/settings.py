@@ -101,7 +101,33 @@ class Settings(BaseSettings):
     blob_threshold_bytes: Annotated[int, Field(ge=0)] = 256 * 2**10
     heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
 
-    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    # bulk jobs (`/v1/jobs`): state in Redis (distributed) or SQLite (embedded)
+    jobs_dir: str = Field(
+        "jobs",
+        description="job inputs and outputs: a folder or an fsspec URL; in distributed mode the "
+        "API and every worker must reach it (a shared volume, s3://...)",
+    )
+    jobs_db: Path | None = Field(
+        None, description="embedded mode's job database (SQLite); default <jobs_dir>/jobs.db"
+    )
+    jobs_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="folders or fsspec URL prefixes a job may read from (`source`) and write to "
+        "(`destination`); empty: jobs take uploads only",
+    )
+    bulk_queue: str = Field("unpaired.bulk", description="Celery queue of bulk-job chunks")
+    chunk_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    bulk_max_batch: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None,
+        description="images per engine call for bulk work (default max_batch); smaller keeps "
+        "interactive requests waiting less behind a bulk batch on a CPU",
+    )
+    max_job_bytes: Annotated[int, Field(ge=1)] = 4 * 2**30
+    max_job_items: Annotated[int, Field(ge=1)] = 100_000
+    job_retention_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    chunk_retries: Annotated[int, Field(ge=0)] = 5
+
+    @field_validator("models", "api_keys", "cors_origins", "jobs_roots", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_commas(value)
@@ -129,6 +155,11 @@ class Settings(BaseSettings):
     @property
     def distributed(self) -> bool:
         return self.broker_url is not None
+
+    @property
+    def jobs_database(self) -> Path:
+        """Embedded mode's SQLite file: beside the job files unless set."""
+        return self.jobs_db or Path(self.jobs_dir) / "jobs.db"
 
     @property
     def prefetch(self) -> int:

@@ -14,6 +14,8 @@ import asyncio
 import concurrent.futures
 import os
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -120,6 +122,7 @@ class BatchKey:
     model: str
     direction: str
     shape: tuple[int, int] | None  # None: tiled, runs alone
+    background: bool = False  # bulk-job work, served when no interactive request waits
 
 
 class LocalTranslator:
@@ -135,6 +138,7 @@ class LocalTranslator:
         max_batch: int,
         max_wait: float,
         max_queue: int,
+        background_batch: int | None = None,
         codec_threads: int | None = None,
         worker: str | None = None,
     ) -> None:
@@ -142,7 +146,11 @@ class LocalTranslator:
         self.limits = limits
         self.worker = worker
         self.batcher: MicroBatcher[BatchKey, DecodedImage, DecodedImage] = MicroBatcher(
-            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue
+            self._run,
+            max_batch=max_batch,
+            max_wait=max_wait,
+            max_queue=max_queue,
+            background_batch=background_batch,
         )
         # decoding and encoding run beside the engine, a bounded number at a time
         self._codec = concurrent.futures.ThreadPoolExecutor(
@@ -161,6 +169,7 @@ class LocalTranslator:
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
+            background_batch=settings.bulk_max_batch,
             worker=worker,
         )
 
@@ -168,13 +177,15 @@ class LocalTranslator:
         return self.pool.engine(key.model, key.direction).translate_each(images)
 
     def _decode_and_submit(
-        self, request: TranslationRequest
+        self, request: TranslationRequest, background: bool = False
     ) -> concurrent.futures.Future[Batched[DecodedImage]]:
         image = imaging.decode_image(request.data, limits=self.limits, name=request.name)
         engine = self.pool.engine(request.model, request.direction)  # loads a new model once
         shape = engine.batch_shape(image.height, image.width)
-        key = BatchKey(request.model, request.direction, shape)
-        return self.batcher.submit(key, image, deadline=request.deadline, alone=shape is None)
+        key = BatchKey(request.model, request.direction, shape, background)
+        return self.batcher.submit(
+            key, image, deadline=request.deadline, alone=shape is None, background=background
+        )
 
     def _encode(self, request: TranslationRequest, batched: Batched[DecodedImage]) -> Translated:
         image = batched.value
@@ -201,6 +212,31 @@ class LocalTranslator:
             future.cancel()
             raise DeadlineExceeded("the deadline passed before the engine finished") from None
         return self._encode(request, batched)
+
+    def translate_background(
+        self, requests: Sequence[TranslationRequest]
+    ) -> list[Translated | Exception]:
+        """For bulk work (blocking): decode all, batch them behind interactive requests,
+        encode all; each request's own failure comes back in its place."""
+
+        def submit(request: TranslationRequest) -> Future[Batched[DecodedImage]] | Exception:
+            try:
+                return self._decode_and_submit(request, background=True)
+            except Exception as exc:
+                return exc
+
+        def finish(
+            request: TranslationRequest, submitted: Future[Batched[DecodedImage]] | Exception
+        ) -> Translated | Exception:
+            if isinstance(submitted, Exception):
+                return submitted
+            try:
+                return self._encode(request, submitted.result())
+            except Exception as exc:
+                return exc
+
+        submitted = list(self._codec.map(submit, requests))
+        return list(self._codec.map(finish, requests, submitted))
 
     async def translate(self, request: TranslationRequest) -> Translated:
         """For the event loop: no thread is held while the request waits for its batch."""

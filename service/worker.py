@@ -19,10 +19,13 @@ import redis
 from .celery_app import CONNECT_TIMEOUT_S, make_celery
 from .delivery import mark_received
 from .heartbeat import WorkerHeartbeat
+from .jobs.redis_store import RedisJobStore
+from .jobs.runner import register_bulk_task
 from .logs import configure_logging
 from .settings import Settings
 from .tasks import register_tasks
 from .translation import LocalTranslator
+from .wire import TRANSLATE_TASK
 
 __all__ = ["default_worker_name", "run_worker"]
 
@@ -35,13 +38,14 @@ def default_worker_name() -> str:
 
 
 def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | None = None) -> None:
-    """Load the models, then consume `queues` (default: the interactive queue) until stopped."""
+    """Load the models, then consume `queues` until stopped (default: the interactive queue,
+    then the bulk queue; Redis is asked in that order, so interactive requests go first)."""
     from celery.signals import task_received, worker_ready, worker_shutdown
 
     configure_logging(settings.log_format, settings.log_level)
     assert settings.broker_url is not None
     name = name or default_worker_name()
-    queues = list(queues) or [settings.queue]
+    queues = list(queues) or [settings.queue, settings.bulk_queue]
     app = make_celery(settings, role="worker")
     translator = LocalTranslator.from_settings(settings, worker=name)
     client = redis.Redis.from_url(
@@ -53,6 +57,13 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
         client,
         blob_threshold=settings.blob_threshold_bytes,
         result_ttl=settings.result_expires_s,
+    )
+    register_bulk_task(
+        app,
+        RedisJobStore(client),
+        translator,
+        retries=settings.chunk_retries,
+        backoff_cap=settings.visibility_timeout_s / 2,  # an ETA past it would be redelivered
     )
     engines = translator.pool.describe()
     heartbeat = WorkerHeartbeat(
@@ -85,6 +96,8 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
 
     def on_received(request: Any, **_: Any) -> None:
         # kombu has recorded the message as unacknowledged: tell the API it is safe here
+        if request.name != TRANSLATE_TASK:
+            return  # bulk chunks are not in the API's delivery ledger
         try:
             queue = request.delivery_info.get("routing_key") or queues[0]
             mark_received(client, request.id, request.args[0], queue)

@@ -6,6 +6,7 @@ starts, in the lifespan, and torn down when it stops; building the app itself is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,13 +17,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from ..catalog import ModelCatalog
+from ..jobs.service import JobService
 from ..settings import Settings, get_settings
 from ..store import ModelStore
 from ..translation import LocalTranslator, Translator
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
-from .routers import health, models, translate, web
+from .routers import health, jobs, models, translate, web
 from .security import ApiKeys, RateLimiter
 from .state import ServiceState
 
@@ -35,6 +37,8 @@ Unpaired image-to-image translation (CycleGAN, DiscoGAN) as a service.
 
 - `GET /v1/models` lists the models of the store; `POST /v1/models/{name}/translate` translates.
 - Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
+- `POST /v1/jobs` converts a whole archive, several files or a folder in the background;
+  `GET /v1/jobs/{id}` reports progress, `GET /v1/jobs/{id}/result` downloads the outputs.
 - With API keys configured, send `Authorization: Bearer <key>`.
 """
 
@@ -46,6 +50,16 @@ async def start_translator(settings: Settings) -> Translator:
 
         return await RemoteTranslator.connect(settings)
     return await run_in_threadpool(LocalTranslator.from_settings, settings)
+
+
+async def _sweep_forever(jobs: JobService, retention_s: float) -> None:
+    """Remove expired jobs now and then (every API process may; removal is idempotent)."""
+    while True:
+        try:
+            await run_in_threadpool(jobs.sweep)
+        except Exception as exc:  # Redis away, a file busy: try again next time
+            log.warning("could not remove expired jobs: %s", exc)
+        await asyncio.sleep(min(600.0, retention_s / 10))
 
 
 def create_app(
@@ -64,6 +78,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.catalog = ModelCatalog(ModelStore(settings.store, cache_dir=settings.cache_dir))
         state.translator = await start_translator(settings)
+        from ..jobs.setup import start_jobs
+
+        jobs, stop_jobs = await run_in_threadpool(start_jobs, settings, state.translator)
+        state.jobs = jobs
+        sweeper = asyncio.create_task(_sweep_forever(jobs, settings.job_retention_s))
         log.info(
             "serving in %s mode from store %s",
             state.translator.mode,
@@ -75,6 +94,9 @@ def create_app(
         try:
             yield
         finally:
+            sweeper.cancel()
+            state.jobs = None
+            await run_in_threadpool(stop_jobs)  # running chunks finish with the translator
             translator, state.translator = state.translator, None
             await translator.close()
 
@@ -86,7 +108,7 @@ def create_app(
     )
     app.state.service = state
     install_error_handlers(app)
-    for router in (health.router, models.router, translate.router, web.router):
+    for router in (health.router, models.router, translate.router, jobs.router, web.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     if settings.cors_origins:
@@ -111,5 +133,6 @@ def create_app(
         metrics=state.metrics,
         max_inflight=settings.max_inflight,
         max_request_bytes=settings.max_request_bytes,
+        body_limits={"/v1/jobs": settings.max_job_bytes},
     )
     return app

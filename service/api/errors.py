@@ -13,12 +13,17 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.manifest import DirectionRequiredError, ManifestError, UnknownDirectionError
 
+from ..archives import ArchiveError
 from ..batching import BatcherClosed, DeadlineExceeded, QueueFull
 from ..imaging import ImageRejected
+from ..jobs.files import LocationError
+from ..jobs.intake import IntakeError
+from ..jobs.service import JobNotFound
 from ..store import ModelIntegrityError, ModelNotFoundError, StoreError
 from ..translation import BrokerUnavailable
 
@@ -82,6 +87,16 @@ def to_api_error(exc: Exception) -> ApiError:
             return _busy("shutting_down", "the server is shutting down; retry shortly")
         case BrokerUnavailable():
             return _busy("broker_unavailable", f"the job queue is unreachable: {exc}")
+        case JobNotFound():
+            return ApiError(404, "job_not_found", str(exc))
+        case LocationError():
+            return ApiError(422, "invalid_location", str(exc))
+        case ArchiveError() | IntakeError():
+            if exc.too_large:
+                return ApiError(413, "too_large", str(exc))
+            return ApiError(400, "bad_archive", str(exc))
+        case RedisError():
+            return _busy("job_store_unavailable", f"the job store is unreachable: {exc}")
         case DeadlineExceeded() | TimeoutError():
             return ApiError(504, "deadline_exceeded", "the translation did not finish in time")
     log.exception("unexpected error while serving a request", exc_info=exc)
@@ -139,6 +154,11 @@ def install_error_handlers(app: FastAPI) -> None:
         BatcherClosed,
         DeadlineExceeded,
         BrokerUnavailable,
+        JobNotFound,
+        LocationError,
+        ArchiveError,
+        IntakeError,
+        RedisError,
     ):
         app.add_exception_handler(exc_type, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

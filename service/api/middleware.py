@@ -44,12 +44,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class ServiceMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_inflight: int, max_request_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_inflight: int,
+        max_request_bytes: int,
+        body_limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_inflight = max_inflight
         self.max_request_bytes = max_request_bytes
+        self.body_limits = body_limits or {}  # exact path -> its own limit (job uploads)
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,12 +84,13 @@ class ServiceMiddleware:
         self.inflight += 1
         self.metrics.in_flight.inc()
         try:
-            refusal = self._refusal(scope, limited)
+            limit = self.body_limits.get(scope["path"], self.max_request_bytes)
+            refusal = self._refusal(scope, limited, limit)
             if refusal is not None:
                 status, code, message, extra = refusal
                 await _send_json(send_with_id, status, code, message, request_id, extra)
             else:
-                await self.app(scope, self._limited_receive(receive), send_with_id)
+                await self.app(scope, self._limited_receive(receive, limit), send_with_id)
         finally:
             self.inflight -= 1
             self.metrics.in_flight.dec()
@@ -108,7 +116,7 @@ class ServiceMiddleware:
             )
 
     def _refusal(
-        self, scope: Scope, limited: bool
+        self, scope: Scope, limited: bool, limit: int
     ) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
         if limited and self.inflight > self.max_inflight:
             return (
@@ -118,18 +126,17 @@ class ServiceMiddleware:
                 [(b"retry-after", str(RETRY_AFTER_S).encode())],
             )
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_request_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             return (
                 413,
                 "too_large",
-                f"the request body is {length} bytes; the limit is {self.max_request_bytes}",
+                f"the request body is {length} bytes; the limit is {limit}",
                 [(b"connection", b"close")],
             )
         return None
 
-    def _limited_receive(self, receive: Receive) -> Receive:
+    def _limited_receive(self, receive: Receive, limit: int) -> Receive:
         received = 0
-        limit = self.max_request_bytes
 
         async def limited_receive() -> Message:
             nonlocal received

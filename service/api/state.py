@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..catalog import ModelCatalog
+from ..jobs.service import JobService
 from ..settings import Settings
 from ..translation import Translator
 from .errors import ApiError
@@ -29,6 +30,7 @@ class ServiceState:
     limiter: RateLimiter | None
     catalog: ModelCatalog | None = None  # set at start-up
     translator: Translator | None = None
+    jobs: JobService | None = None
 
     def ready(self) -> tuple[ModelCatalog, Translator]:
         if self.catalog is None or self.translator is None:

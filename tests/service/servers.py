@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ def service_env(store: Path, **settings: object) -> dict[str, str]:
             "UNPAIRED_THREADS": "1",
             "UNPAIRED_LOG_FORMAT": "json",
             "UNPAIRED_CACHE_DIR": str(store.parent / "cache"),
+            # each server its own job folder and database (one server per SQLite database)
+            "UNPAIRED_JOBS_DIR": tempfile.mkdtemp(prefix="unpaired-jobs-"),
         }
     )
     env.update({f"UNPAIRED_{k.upper()}": str(v) for k, v in settings.items()})

@@ -42,9 +42,18 @@ Make = Callable[..., Batcher]
 def make(recorder: Recorder) -> Iterator[Make]:
     made: list[Batcher] = []
 
-    def build(max_batch: int = 4, max_wait: float = 0.05, max_queue: int = 100) -> Batcher:
+    def build(
+        max_batch: int = 4,
+        max_wait: float = 0.05,
+        max_queue: int = 100,
+        background_batch: int | None = None,
+    ) -> Batcher:
         batcher: Batcher = MicroBatcher(
-            recorder, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue
+            recorder,
+            max_batch=max_batch,
+            max_wait=max_wait,
+            max_queue=max_queue,
+            background_batch=background_batch,
         )
         made.append(batcher)
         return batcher
@@ -102,6 +111,51 @@ def test_the_queue_is_bounded_at_submit_time(make: Make, recorder: Recorder) -> 
     assert [f.result(5).value for f in queued] == [10, 20, 30]
     busy.result(5)
     assert batcher.submit("a", 4).result(5).value == 40  # room again
+
+
+def test_interactive_items_run_before_older_background_ones(make: Make, recorder: Recorder) -> None:
+    batcher = make(max_batch=4, background_batch=2)
+    busy = hold(batcher, recorder)
+    bulk = [batcher.submit("bulk", i, background=True) for i in range(1, 6)]
+    interactive = [batcher.submit("api", i) for i in range(6, 8)]
+    assert (batcher.pending, batcher.background_pending) == (2, 5)
+    recorder.gate.set()
+    assert [f.result(5).value for f in (*bulk, *interactive)] == [i * 10 for i in range(1, 8)]
+    busy.result(5)
+    # the interactive pair first, then the background items two at a time
+    assert recorder.calls[1:] == [
+        ("api", [6, 7]),
+        ("bulk", [1, 2]),
+        ("bulk", [3, 4]),
+        ("bulk", [5]),
+    ]
+
+
+def test_background_items_wait_while_an_interactive_one_waits_for_company(
+    make: Make, recorder: Recorder
+) -> None:
+    batcher = make(max_batch=4, max_wait=0.2)
+    started = time.monotonic()
+    interactive = batcher.submit("api", 1)
+    bulk = batcher.submit("bulk", 2, background=True)
+    assert bulk.result(5).value == 20
+    assert interactive.result(5).value == 10
+    assert recorder.calls == [("api", [1]), ("bulk", [2])]
+    assert time.monotonic() - started >= 0.2  # the lone interactive item waited max_wait
+
+
+def test_background_items_do_not_count_against_the_queue_bound(
+    make: Make, recorder: Recorder
+) -> None:
+    batcher = make(max_queue=2)
+    busy = hold(batcher, recorder)
+    bulk = [batcher.submit("bulk", i, background=True) for i in range(1, 6)]
+    queued = [batcher.submit("api", i) for i in (6, 7)]
+    with pytest.raises(QueueFull):
+        batcher.submit("api", 8)
+    recorder.gate.set()
+    assert [f.result(5).value for f in (*bulk, *queued)] == [i * 10 for i in range(1, 8)]
+    busy.result(5)
 
 
 def test_an_item_past_its_deadline_is_not_run(make: Make, recorder: Recorder) -> None:

@@ -51,9 +51,10 @@ def one_way_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings_for(model_store: Path) -> Callable[..., Settings]:
+def settings_for(model_store: Path, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        return Settings(store=str(model_store), threads=1, **overrides)
+        options = {"jobs_dir": str(tmp_path / "jobs"), **overrides}
+        return Settings(store=str(model_store), threads=1, **options)
 
     return make
 

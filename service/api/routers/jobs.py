@@ -1,0 +1,336 @@
+"""``/v1/jobs``: bulk conversion. Submit once, come back to every image converted, or to a
+precise list of those that could not be.
+
+A job takes an uploaded zip or tar (``archive``), several uploaded images (``files``), or a
+``source`` folder inside the configured roots, optionally with a ``destination``. It answers
+202 with the job at once; the work runs in chunks behind interactive requests. With API keys,
+a job is visible only to the key that submitted it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ...archives import ArchiveLimits, archive_kind
+from ...jobs.files import Storage
+from ...jobs.intake import Intake, upload_name
+from ...jobs.records import Item, JobStatus
+from ...jobs.service import JobRequest, JobService
+from ...translation import OutputSpec
+from ..errors import ApiError
+from ..job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
+from ..schemas import ErrorResponse
+from ..state import AuthDep, ServiceState, StateDep
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)
+_BINARY: Final = {"type": "string", "format": "binary"}
+_FORM_FIELDS: Final = ("model", "direction", "format", "quality", "source", "destination")
+_SUBMIT_BODY: Final = {
+    "required": True,
+    "description": (
+        "multipart/form-data with `model` (and `direction`, `format`, `quality`) and the images "
+        "as one `archive` (zip or tar, optionally gzip/bzip2/xz-compressed) or several `files`; "
+        "or JSON (`JobCreate`) naming a `source` folder and an optional `destination`."
+    ),
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["model"],
+                "properties": {
+                    "model": {"type": "string", "examples": ["day2night"]},
+                    "direction": {"type": "string", "enum": ["AtoB", "BtoA"]},
+                    "format": {"type": "string", "enum": ["png", "jpeg", "jpg", "webp"]},
+                    "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "destination": {"type": "string"},
+                    "archive": {**_BINARY, "description": "a zip or tar of images"},
+                    "files": {"type": "array", "items": _BINARY, "description": "images"},
+                },
+            }
+        },
+        "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "an unreadable archive or form",
+        401: "API key missing or wrong",
+        404: "no such job (or not yours), model or direction",
+        409: "the job has not finished yet",
+        413: "the upload is too large, or holds too many images",
+        415: "neither multipart/form-data nor JSON; or `archive` is not a zip or tar",
+        422: "bad parameters, or a source/destination outside the allowed roots",
+        429: "rate limit; see Retry-After",
+        503: "the job store is unreachable; see Retry-After",
+    }
+    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+
+
+def _owner(state: ServiceState, client: str) -> str | None:
+    """Whose jobs the caller may see: their key's, or everyone's without keys."""
+    return client if state.keys.required else None
+
+
+def _jobs(state: ServiceState) -> JobService:
+    state.ready()
+    if state.jobs is None:
+        raise ApiError(503, "starting", "the job service is still starting; retry shortly")
+    return state.jobs
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a bulk job",
+    description=(
+        "Example: `curl -F model=day2night -F direction=AtoB -F archive=@photos.zip "
+        "http://localhost:8000/v1/jobs`. Entries of an archive that are unsafe (paths "
+        "escaping it, links, devices, nested archives, duplicates, bombs) or empty are not "
+        "extracted: they are the job's failed items, with the reason."
+    ),
+    response_model=JobView,
+    responses={
+        202: {"description": "the job, queued (`Location` names it)"},
+        **_errors(400, 401, 404, 413, 415, 422, 429, 503),
+    },
+    openapi_extra={"requestBody": _SUBMIT_BODY},
+)
+async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResponse:
+    jobs = _jobs(state)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        try:
+            body = JobCreate.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        status = await _submit(state, jobs, client, body.model_dump(), None, [])
+    elif media == "multipart/form-data":
+        settings = state.settings
+        async with request.form(
+            max_files=settings.max_job_items, max_fields=len(_FORM_FIELDS) + 8
+        ) as form:
+            fields = {k: v for k in _FORM_FIELDS if isinstance(v := form.get(k), str)}
+            archive = form.get("archive")
+            files = form.getlist("files")
+            if archive is not None and not isinstance(archive, UploadFile):
+                raise ApiError(422, "invalid_parameters", "'archive' must be a file upload")
+            if not all(isinstance(f, UploadFile) for f in files):
+                raise ApiError(422, "invalid_parameters", "'files' must be file uploads")
+            uploads = [f for f in files if isinstance(f, UploadFile)]
+            status = await _submit(state, jobs, client, fields, archive, uploads)
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data (model + archive or files) or JSON (model + source)",
+        )
+    request.scope["state"]["log"].update(job=status.spec.id, files=status.spec.total)
+    return JSONResponse(
+        JobView.of(status).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/jobs/{status.spec.id}"},
+    )
+
+
+def _invalid(exc: ValidationError) -> ApiError:
+    details = [{"location": [str(p) for p in e["loc"]], "message": e["msg"]} for e in exc.errors()]
+    summary = "; ".join(f"{'.'.join(d['location']) or 'body'}: {d['message']}" for d in details)
+    return ApiError(422, "invalid_parameters", summary, details=details)
+
+
+async def _submit(
+    state: ServiceState,
+    jobs: JobService,
+    client: str,
+    fields: dict[str, Any],
+    archive: UploadFile | None,
+    files: list[UploadFile],
+) -> JobStatus:
+    catalog, _ = state.ready()
+    given = [
+        n
+        for n, v in (("archive", archive), ("files", files), ("source", fields.get("source")))
+        if v
+    ]
+    if len(given) != 1:
+        raise ApiError(
+            422,
+            "invalid_parameters",
+            "give the images one way: an 'archive', 'files', or a 'source' location"
+            + (f" (got {', '.join(given)})" if given else ""),
+        )
+    try:
+        body = JobCreate.model_validate({"source": "", **fields})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    manifest = await run_in_threadpool(catalog.resolve, body.model)
+    job = JobRequest(
+        model=manifest.name,
+        direction=manifest.resolve_direction(body.direction),
+        output=OutputSpec(format=body.format, quality=body.quality),
+        owner=client,
+        source=body.source or None,
+        destination=body.destination or None,
+    )
+    settings = state.settings
+    limits = ArchiveLimits(
+        max_members=settings.max_job_items,
+        max_member_bytes=settings.max_image_bytes,
+        max_total_bytes=settings.max_job_bytes,
+    )
+    if archive is not None:
+        head = await archive.read(1024)
+        await archive.seek(0)
+        if archive_kind(head) is None:
+            raise ApiError(
+                415, "unsupported_archive", "'archive' is not a zip or tar (gz, bz2, xz) file"
+            )
+
+    def add_inputs(intake: Intake) -> None:
+        if archive is not None:
+            intake.add_archive(archive.file, limits)
+        for index, upload in enumerate(files):
+            data = upload.file.read(settings.max_image_bytes + 1)
+            name = upload_name(upload.filename, index + 1)
+            if len(data) > settings.max_image_bytes:
+                intake.refuse(name, f"over the limit of {settings.max_image_bytes} bytes")
+            else:
+                intake.add_upload(name, data)
+
+    return await run_in_threadpool(jobs.submit, job, add_inputs)
+
+
+@router.get(
+    "",
+    summary="List jobs",
+    response_model=JobList,
+    responses=_errors(401, 429, 503),
+)
+async def list_jobs(
+    state: StateDep,
+    client: AuthDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="jobs per page")] = 50,
+    before: Annotated[float | None, Query(description="`next_before` of the previous page")] = None,
+) -> JobList:
+    jobs = _jobs(state)
+    found = await run_in_threadpool(jobs.page, _owner(state, client), limit, before)
+    return JobList(
+        jobs=[JobView.of(s, with_errors=False) for s in found],
+        next_before=found[-1].spec.created_at if len(found) == limit else None,
+    )
+
+
+@router.get(
+    "/{job_id}",
+    summary="A job's state, counts, progress, throughput, ETA and failed images",
+    response_model=JobView,
+    responses=_errors(401, 404, 429, 503),
+)
+async def get_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
+    jobs = _jobs(state)
+    status = await run_in_threadpool(jobs.get, job_id, _owner(state, client))
+    return JobView.of(status)
+
+
+@router.delete(
+    "/{job_id}",
+    summary="Cancel a job",
+    description="No new chunk starts; images already converted are kept. Cancelling a "
+    "finished job changes nothing.",
+    response_model=JobView,
+    responses=_errors(401, 404, 429, 503),
+)
+async def cancel_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
+    jobs = _jobs(state)
+    status = await run_in_threadpool(jobs.cancel, job_id, _owner(state, client))
+    return JobView.of(status)
+
+
+@router.get(
+    "/{job_id}/result",
+    summary="Download a finished job's outputs",
+    description=(
+        "A zip of the outputs (with `errors.json` listing the failed images), or, for a job "
+        "with a `destination`, the list of where each output was written."
+    ),
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the outputs",
+            "content": {
+                "application/zip": {"schema": _BINARY},
+                "application/json": {"schema": {"$ref": "#/components/schemas/JobOutputs"}},
+            },
+        },
+        **_errors(401, 404, 409, 429, 503),
+    },
+)
+async def job_result(job_id: str, state: StateDep, client: AuthDep) -> Response:
+    jobs = _jobs(state)
+    status = await run_in_threadpool(jobs.get, job_id, _owner(state, client))
+    if not status.finished:
+        raise ApiError(
+            409, "job_not_finished", f"job {job_id} is {status.state.value}; wait until it ends"
+        )
+    written = await run_in_threadpool(jobs.store.written, job_id)
+    spec = status.spec
+    if spec.destination is not None:
+        storage = Storage(spec.outputs)
+        body = JobOutputs(
+            id=spec.id,
+            state=status.state.value,
+            outputs=[OutputView(item=i.name, output=storage.path(i.output)) for i in written],
+        )
+        return JSONResponse(body.model_dump(mode="json"))
+    return StreamingResponse(
+        _zip_stream(Storage(spec.outputs), written, status),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="job-{spec.id}.zip"'},
+    )
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream zipfile writes into while we hand its bytes to the client."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def _zip_stream(storage: Storage, written: list[Item], status: JobStatus) -> Iterator[bytes]:
+    """The zip, one output at a time (stored: images are compressed already)."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
+        for item in written:
+            archive.writestr(zipfile.ZipInfo(item.output, _ZIP_DATE), storage.read(item.output))
+            yield sink.drain()
+        if status.errors:
+            errors = [{"item": e.item, "error": e.error} for e in status.errors]
+            archive.writestr(
+                zipfile.ZipInfo("errors.json", _ZIP_DATE), json.dumps(errors, indent=1)
+            )
+    yield sink.drain()

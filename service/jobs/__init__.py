@@ -1,0 +1,1 @@
+"""Bulk jobs: many images through one model, chunked, durable, resumable."""

@@ -1,0 +1,123 @@
+"""Turning what a caller submitted into a job's items: an archive, several files, or a folder.
+
+Uploaded images are written under the job's own ``inputs/`` folder, under names checked here
+(archive members by :mod:`service.archives`, which never extracts anything itself), so nothing
+lands outside it. Each item's output keeps its input's relative path with the output format's
+suffix, as ``unpaired translate`` names them; two inputs that would write the same output
+(``a.png`` and ``a.jpg``) are refused as one failed item, never overwritten.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ..archives import ArchiveLimits, Member, Rejected, read_archive
+from .files import Storage
+from .records import Item, ItemError
+
+__all__ = ["Intake", "IntakeError", "output_name"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class IntakeError(ValueError):
+    """The submission as a whole cannot become a job (too many items, nothing usable)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def output_name(name: str, suffix: str) -> str:
+    """`cats/a.png` -> `cats/a.<suffix>`, as `unpaired translate` names its outputs."""
+    stem, _ = posixpath.splitext(name)
+    return stem + suffix
+
+
+@dataclass
+class Intake:
+    """Collects a job's items; inputs are written to `inputs` as they arrive."""
+
+    inputs: Storage
+    suffix: str
+    max_items: int
+    items: list[Item] = field(default_factory=list)
+    refused: list[ItemError] = field(default_factory=list)
+    _names: dict[str, str] = field(default_factory=dict)  # casefolded input name -> name
+    _outputs: dict[str, str] = field(default_factory=dict)  # casefolded output -> input
+
+    @property
+    def total(self) -> int:
+        return len(self.items) + len(self.refused)
+
+    def _count(self) -> None:
+        if self.total >= self.max_items:
+            raise IntakeError(
+                f"more than {self.max_items} images in one job (UNPAIRED_MAX_JOB_ITEMS)",
+                too_large=True,
+            )
+
+    def refuse(self, name: str, reason: str) -> None:
+        self._count()
+        self.refused.append(ItemError(name, reason))
+
+    def _claim(self, name: str) -> str | None:
+        """Why `name` cannot be an item here (a duplicate input or output), or None."""
+        key = name.casefold()
+        if key in self._names:
+            return f"duplicate name (same as {self._names[key]})"
+        output = output_name(name, self.suffix)
+        if output.casefold() in self._outputs:
+            return f"output {output} would also be written from {self._outputs[output.casefold()]}"
+        self._names[key] = name
+        self._outputs[output.casefold()] = name
+        return None
+
+    def add_upload(self, name: str, data: bytes, write: bool = True) -> None:
+        """One image under `name` (already a safe relative name)."""
+        self._count()
+        problem = self._claim(name) or ("empty file" if not data else None)
+        if problem is not None:
+            self.refused.append(ItemError(name, problem))
+            return
+        if write:
+            self.inputs.write_atomic(data, name)
+        self.items.append(Item(name, output_name(name, self.suffix)))
+
+    def add_archive(self, source: BinaryIO, limits: ArchiveLimits) -> None:
+        """Every member of a zip or tar; hostile entries become failed items."""
+        for entry in read_archive(source, limits):
+            if isinstance(entry, Rejected):
+                self.refuse(entry.name, entry.reason)
+            else:
+                self._add_member(entry)
+
+    def _add_member(self, member: Member) -> None:
+        self.add_upload(member.name, member.data)
+
+    def add_existing(self, names: Iterable[str]) -> None:
+        """Images already in place (a source folder): nothing is copied."""
+        for name in names:
+            self._count()
+            problem = self._claim(name)
+            if problem is not None:
+                self.refused.append(ItemError(name, problem))
+            else:
+                self.items.append(Item(name, output_name(name, self.suffix)))
+
+    def chunks(self, size: int) -> Iterator[list[Item]]:
+        for start in range(0, len(self.items), size):
+            yield self.items[start : start + size]
+
+
+def upload_name(filename: str | None, index: int) -> str:
+    """A client's file name as a flat, harmless name that keeps its suffix."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    stem, suffix = posixpath.splitext(base)
+    stem = _UNSAFE.sub("_", stem).strip("._ ")[:100] or f"upload-{index}"
+    suffix = _UNSAFE.sub("", suffix)[:10].lower()
+    return stem + suffix
