@@ -31,6 +31,7 @@ __all__ = ["RedisJobStore"]
 
 PREFIX: Final = "unpaired:job:"
 INDEX: Final = "unpaired:jobs"  # sorted set: job id -> created_at
+UNDISPATCHED: Final = "unpaired:jobs:undispatched"  # jobs whose chunks are not all queued
 
 # KEYS: job, chunks done, written, errors; ARGV: chunk index, now, written json, errors json
 _FINISH_CHUNK: Final = """
@@ -115,6 +116,8 @@ class RedisJobStore:
                 pipe.hset(errors, mapping={e.item: e.error for e in refused})
             pipe.hset(job, mapping=fields)
             pipe.zadd(INDEX, {spec.id: spec.created_at})
+            if chunks:
+                pipe.sadd(UNDISPATCHED, spec.id)
             pipe.execute()
         status = self.get(spec.id)
         assert status is not None
@@ -207,7 +210,18 @@ class RedisJobStore:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(*_keys(job_id))
             pipe.zrem(INDEX, job_id)
+            pipe.srem(UNDISPATCHED, job_id)
             pipe.execute()
+
+    def mark_dispatched(self, job_id: str) -> None:
+        self.client.srem(UNDISPATCHED, job_id)
+
+    def undispatched(self, created_before: float) -> list[str]:
+        ids = sorted(i.decode() for i in self.client.smembers(UNDISPATCHED))
+        if not ids:
+            return []
+        scores = self.client.zmscore(INDEX, ids)
+        return [i for i, t in zip(ids, scores, strict=True) if t is not None and t < created_before]
 
 
 def _status(data: dict[bytes, bytes], errors: list[ItemError]) -> JobStatus:

@@ -24,6 +24,9 @@ __all__ = ["JobNotFound", "JobRequest", "JobService"]
 
 log = logging.getLogger("unpaired.jobs")
 
+#: A submission still queueing its chunks after this long has died half-way.
+DISPATCH_GRACE_S = 60.0
+
 
 class JobNotFound(LookupError):
     """No such job (or not the caller's)."""
@@ -100,6 +103,7 @@ class JobService:
             raise
         if chunks:
             self.dispatcher.dispatch(job_id, range(len(chunks)))
+            self.store.mark_dispatched(job_id)
         log.info(
             "job %s: %d image(s) in %d chunk(s), %d refused",
             job_id,
@@ -127,9 +131,15 @@ class JobService:
         return status
 
     def sweep(self, now: float | None = None) -> int:
-        """Forget jobs finished longer than the retention period ago, with their files
-        (outputs written to a caller's destination are the caller's and stay)."""
-        expired = self.store.expired((now or time.time()) - self.retention_s)
+        """Hand over the chunks of jobs whose submission stopped half-way (the API died
+        between recording and queueing them); forget jobs finished longer than the retention
+        period ago, with their files (outputs in a caller's destination stay)."""
+        now = now or time.time()
+        for job_id in self.store.undispatched(now - DISPATCH_GRACE_S):
+            log.warning("job %s: queueing chunks its submission did not", job_id)
+            self.dispatcher.dispatch(job_id, self.store.unfinished_chunks(job_id))
+            self.store.mark_dispatched(job_id)
+        expired = self.store.expired(now - self.retention_s)
         for job_id in expired:
             self.files.remove_job(job_id)
             self.store.delete(job_id)

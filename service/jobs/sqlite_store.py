@@ -244,6 +244,12 @@ class SqliteJobStore:
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
             db.execute("DELETE FROM written WHERE job_id = ?", (job_id,))
 
+    def mark_dispatched(self, job_id: str) -> None:
+        return None  # the chunks table is the queue: recorded with the job, in one transaction
+
+    def undispatched(self, created_before: float) -> list[str]:
+        return []
+
     # --- the in-process queue (embedded mode) -------------------------------------------
 
     def requeue_running(self) -> int:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 
+from service.jobs.files import JobFiles
+from service.jobs.intake import Intake, IntakeError
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec, JobState
 from service.jobs.redis_store import RedisJobStore
+from service.jobs.service import JobNotFound, JobRequest, JobService
 from service.jobs.sqlite_store import DatabaseInUse, SqliteJobStore
 from service.jobs.store import JobStore
 from service.local_redis import LocalRedis
+from service.translation import OutputSpec
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -166,3 +170,78 @@ def test_the_embedded_queue_resumes_chunks_a_dead_server_left_running(tmp_path: 
     second.retry_chunk("a" * 32, 1, time.time() + 60)
     assert second.claim_chunk() is None and second.next_due() is not None
     second.close()
+
+
+class Recorded:
+    """A dispatcher that only remembers what it was asked to run."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[int]]] = []
+
+    def dispatch(self, job_id: str, chunks: Sequence[int]) -> None:
+        self.sent.append((job_id, list(chunks)))
+
+
+def test_the_service_names_outputs_refuses_collisions_and_sweeps_expired_jobs(
+    tmp_path: Path,
+) -> None:
+    store = SqliteJobStore(tmp_path / "jobs" / "jobs.db")
+    dispatcher = Recorded()
+    service = JobService(
+        store, JobFiles(str(tmp_path / "jobs")), dispatcher, chunk_size=2, max_items=10,
+        retention_s=60,
+    )  # fmt: skip
+    request = JobRequest(
+        model="demo", direction="AtoB", output=OutputSpec(format="jpeg"), owner="me"
+    )
+
+    def add(intake: Intake) -> None:
+        for name in ("a.png", "b/c.png", "a.jpg", "d.png"):
+            intake.add_upload(name, b"bytes of " + name.encode())
+
+    status = service.submit(request, add)
+    job_id = status.spec.id
+    assert dispatcher.sent == [(job_id, [0, 1])]
+    assert store.chunk_items(job_id, 0) == [Item("a.png", "a.jpg"), Item("b/c.png", "b/c.jpg")]
+    assert [(e.item, e.error) for e in status.errors] == [
+        ("a.jpg", "output a.jpg would also be written from a.png")
+    ]
+    assert (
+        tmp_path / "jobs" / job_id / "inputs" / "b" / "c.png"
+    ).read_bytes() == b"bytes of b/c.png"
+    with pytest.raises(IntakeError):
+        service.submit(
+            request, lambda intake: [intake.add_upload(f"{i}.png", b"x") for i in range(11)]
+        )
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir()) == [job_id]
+
+    store.cancel(job_id)  # finished now
+    assert service.sweep(now=time.time() + 30) == 0  # not expired yet
+    assert service.sweep(now=time.time() + 120) == 1
+    assert store.get(job_id) is None and not (tmp_path / "jobs" / job_id).exists()
+    with pytest.raises(JobNotFound):
+        service.get(job_id, None)
+    store.close()
+
+
+def test_a_submission_that_stopped_half_way_is_queued_again_by_the_sweep(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisJobStore(client)
+    dispatcher = Recorded()
+    service = JobService(
+        store, JobFiles(str(tmp_path / "jobs")), dispatcher, chunk_size=2, max_items=10,
+        retention_s=3600,
+    )  # fmt: skip
+    store.create(spec(total=3, chunks=2), CHUNKS, [])  # the API died before queueing chunks
+    store.start_chunk("a" * 32, 0)
+    store.finish_chunk("a" * 32, 0, written(*CHUNKS[0]))  # e.g. one got out before it died
+    assert store.undispatched(time.time() - 60) == []  # within the grace period
+    service.sweep(now=time.time())
+    assert dispatcher.sent == []
+    service.sweep(now=time.time() + 120)
+    assert dispatcher.sent == [("a" * 32, [1])]  # only what is not done
+    service.sweep(now=time.time() + 120)
+    assert dispatcher.sent == [("a" * 32, [1])]  # once
+    client.close()
