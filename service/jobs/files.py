@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,8 +49,16 @@ class Storage:
             return target
         folder = os.path.dirname(target)
         os.makedirs(folder, exist_ok=True)
-        partial = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.partial")
-        with open(partial, "wb") as handle:
+        # One partial name per output: a writer killed half-way leaves a file the rerun of
+        # its chunk replaces, not an orphan. A live writer that finds it takes it over; the
+        # other one's rename then fails, and its chunk is retried (the outputs are the same).
+        partial = os.path.join(folder, f".{os.path.basename(target)}.partial")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            os.unlink(partial)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(partial, target)
         return target
