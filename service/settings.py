@@ -119,8 +119,14 @@ class Settings(BaseSettings):
     chunk_size: Annotated[int, Field(ge=1, le=4096)] = 32
     bulk_max_batch: Annotated[int, Field(ge=1, le=1024)] | None = Field(
         None,
-        description="images per engine call for bulk work (default max_batch); smaller keeps "
-        "interactive requests waiting less behind a bulk batch on a CPU",
+        description="images per engine call for bulk work; default max_batch on a GPU, 1 on a "
+        "CPU, where an interactive request waits behind the whole bulk batch",
+    )
+    bulk_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        2,
+        description="bulk chunks one process runs at once (the embedded server, each worker); "
+        "a worker at the limit takes no bulk message, so its slots stay free for interactive "
+        "requests",
     )
     max_job_bytes: Annotated[int, Field(ge=1)] = 4 * 2**30
     max_job_items: Annotated[int, Field(ge=1)] = 100_000

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from . import imaging
-from .batching import Batched, DeadlineExceeded, MicroBatcher
+from .batching import Batched, BatcherClosed, DeadlineExceeded, MicroBatcher
 from .engine import EngineOptions
 from .engines import EnginePool
 from .imaging import DecodedImage, ImageLimits
 from .settings import Settings
 from .store import ModelStore
+from .threads import lower_thread_priority
 
 __all__ = [
     "BatchKey",
@@ -152,9 +153,13 @@ class LocalTranslator:
             max_queue=max_queue,
             background_batch=background_batch,
         )
-        # decoding and encoding run beside the engine, a bounded number at a time
-        self._codec = concurrent.futures.ThreadPoolExecutor(
-            codec_threads or len(os.sched_getaffinity(0)), thread_name_prefix="codec"
+        # decoding and encoding run beside the engine, a bounded number at a time; bulk work
+        # has its own threads at a lower CPU priority, so it never queues before (or competes
+        # with) an interactive request's decoding and encoding
+        threads = codec_threads or len(os.sched_getaffinity(0))
+        self._codec = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="codec")
+        self._bulk_codec = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="bulk-codec", initializer=lower_thread_priority
         )
 
     @classmethod
@@ -169,7 +174,7 @@ class LocalTranslator:
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
-            background_batch=settings.bulk_max_batch,
+            background_batch=settings.bulk_max_batch or _bulk_batch(pool, settings.max_batch),
             worker=worker,
         )
 
@@ -216,27 +221,45 @@ class LocalTranslator:
     def translate_background(
         self, requests: Sequence[TranslationRequest]
     ) -> list[Translated | Exception]:
-        """For bulk work (blocking): decode all, batch them behind interactive requests,
-        encode all; each request's own failure comes back in its place."""
-
-        def submit(request: TranslationRequest) -> Future[Batched[DecodedImage]] | Exception:
+        """For bulk work (blocking): every request decoded, batched behind interactive
+        requests and encoded on the bulk threads; each request's own failure comes back in
+        its place. No thread but the caller's waits on the batcher."""
+        outcomes: list[Future[Translated]] = []
+        for request in requests:
+            outcome: Future[Translated] = Future()
             try:
-                return self._decode_and_submit(request, background=True)
-            except Exception as exc:
-                return exc
+                self._bulk_codec.submit(self._start_background, request, outcome)
+            except RuntimeError:  # shut down
+                outcome.set_exception(BatcherClosed("the server is shutting down"))
+            outcomes.append(outcome)
+        concurrent.futures.wait(outcomes)
+        return [_result_or_error(outcome) for outcome in outcomes]
 
-        def finish(
-            request: TranslationRequest, submitted: Future[Batched[DecodedImage]] | Exception
-        ) -> Translated | Exception:
-            if isinstance(submitted, Exception):
-                return submitted
+    def _start_background(self, request: TranslationRequest, outcome: Future[Translated]) -> None:
+        try:
+            queued = self._decode_and_submit(request, background=True)
+        except Exception as exc:
+            outcome.set_exception(exc)
+            return
+
+        def encode(done: Future[Batched[DecodedImage]]) -> None:  # on the batcher's thread
             try:
-                return self._encode(request, submitted.result())
-            except Exception as exc:
-                return exc
+                self._bulk_codec.submit(self._finish_background, request, done, outcome)
+            except RuntimeError:
+                outcome.set_exception(BatcherClosed("the server is shutting down"))
 
-        submitted = list(self._codec.map(submit, requests))
-        return list(self._codec.map(finish, requests, submitted))
+        queued.add_done_callback(encode)
+
+    def _finish_background(
+        self,
+        request: TranslationRequest,
+        done: Future[Batched[DecodedImage]],
+        outcome: Future[Translated],
+    ) -> None:
+        try:
+            outcome.set_result(self._encode(request, done.result()))
+        except Exception as exc:
+            outcome.set_exception(exc)
 
     async def translate(self, request: TranslationRequest) -> Translated:
         """For the event loop: no thread is held while the request waits for its batch."""
@@ -256,5 +279,21 @@ class LocalTranslator:
         await asyncio.get_running_loop().run_in_executor(None, self.close_blocking)
 
     def close_blocking(self) -> None:
-        self.batcher.close()
+        self.batcher.close()  # finishes what is queued, so bulk encodes may still be submitted
         self._codec.shutdown(wait=True)
+        self._bulk_codec.shutdown(wait=True)
+
+
+def _result_or_error(future: Future[Translated]) -> Translated | Exception:
+    error = future.exception()
+    if error is None:
+        return future.result()
+    return error if isinstance(error, Exception) else RuntimeError(str(error))
+
+
+def _bulk_batch(pool: EnginePool, max_batch: int) -> int:
+    """Bulk images per engine call when not set: ``max_batch`` on a GPU, where a batch is
+    short; one on a CPU, where an interactive request would wait behind the whole batch (and
+    onnxruntime on a CPU gains little or nothing from batching)."""
+    on_gpu = any(engine["device"] != "cpu" for engine in pool.describe())
+    return max_batch if on_gpu else 1

@@ -20,10 +20,11 @@ from .celery_app import CONNECT_TIMEOUT_S, make_celery
 from .delivery import mark_received
 from .heartbeat import WorkerHeartbeat
 from .jobs.redis_store import RedisJobStore
-from .jobs.runner import register_bulk_task
+from .jobs.runner import BulkSlots, register_bulk_task
 from .logs import configure_logging
 from .settings import Settings
 from .tasks import register_tasks
+from .threads import favour_interactive
 from .translation import LocalTranslator
 from .wire import TRANSLATE_TASK
 
@@ -43,6 +44,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     from celery.signals import task_received, worker_ready, worker_shutdown
 
     configure_logging(settings.log_format, settings.log_level)
+    favour_interactive()
     assert settings.broker_url is not None
     name = name or default_worker_name()
     queues = list(queues) or [settings.queue, settings.bulk_queue]
@@ -64,6 +66,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
         translator,
         retries=settings.chunk_retries,
         backoff_cap=settings.visibility_timeout_s / 2,  # an ETA past it would be redelivered
+        slots=BulkSlots(app, settings.bulk_queue, settings.bulk_concurrency),
     )
     engines = translator.pool.describe()
     heartbeat = WorkerHeartbeat(

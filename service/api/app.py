@@ -20,6 +20,7 @@ from ..catalog import ModelCatalog
 from ..jobs.service import JobService
 from ..settings import Settings, get_settings
 from ..store import ModelStore
+from ..threads import favour_interactive
 from ..translation import LocalTranslator, Translator
 from .errors import install_error_handlers
 from .metrics import Metrics
@@ -77,6 +78,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.catalog = ModelCatalog(ModelStore(settings.store, cache_dir=settings.cache_dir))
+        favour_interactive()  # bulk chunks may run in this process (embedded mode)
         state.translator = await start_translator(settings)
         from ..jobs.setup import start_jobs
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 
 from ..batching import BatcherClosed
+from ..threads import lower_thread_priority
 from ..translation import LocalTranslator, OutputSpec, Translated, TranslationRequest
 from .files import Storage
 from .records import ChunkOutcome, Item, ItemError, JobSpec
@@ -35,7 +36,9 @@ class TransientChunkError(RuntimeError):
 def run_chunk(spec: JobSpec, items: Sequence[Item], translator: LocalTranslator) -> ChunkOutcome:
     inputs, outputs = Storage(spec.inputs), Storage(spec.outputs)
     output = OutputSpec(format=spec.format, quality=spec.quality)
-    with concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="job-io") as io:
+    with concurrent.futures.ThreadPoolExecutor(
+        IO_THREADS, thread_name_prefix="job-io", initializer=lower_thread_priority
+    ) as io:
         read = list(io.map(lambda item: _read(inputs, item), items))
         failed = [
             ItemError(item.name, str(data))

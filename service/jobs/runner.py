@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, Final, Protocol
 
 from celery import Celery, Task
 from redis.exceptions import RedisError
 
+from ..threads import lower_thread_priority
 from ..translation import LocalTranslator
 from .chunks import TransientChunkError, run_chunk
 from .records import ChunkOutcome, Item, ItemError
@@ -27,6 +29,7 @@ from .store import JobStore
 
 __all__ = [
     "BULK_TASK",
+    "BulkSlots",
     "CeleryDispatcher",
     "Dispatcher",
     "EmbeddedRunner",
@@ -110,6 +113,7 @@ class EmbeddedRunner:
             thread.join(timeout)
 
     def _loop(self) -> None:
+        lower_thread_priority()  # these threads only ever run bulk work
         while True:
             with self._wake:
                 if self._stopping:
@@ -159,11 +163,71 @@ class CeleryDispatcher:
                 )
 
 
+class BulkSlots:
+    """At most `slots` chunks running at a time in one worker, and few more held.
+
+    Every chunk a worker holds takes one of its prefetch slots for the whole chunk, and a
+    worker whose slots are all chunks takes no interactive message until one ends. So a worker
+    holding `slots` chunks stops consuming the bulk queue (Celery's ``cancel_consumer``, sent
+    to itself) and consumes it again when it holds fewer (``add_consumer``): the rest of the
+    bulk queue waits in Redis for any worker with room, and interactive requests always find
+    free slots here. Messages taken before a pause arrived wait for a running slot (a thread,
+    no CPU). Control messages are sent under the lock, so they arrive in order.
+    """
+
+    def __init__(self, app: Celery, queue: str, slots: int) -> None:
+        self.app = app
+        self.queue = queue
+        self.slots = slots
+        self.held = 0
+        self._running = threading.Semaphore(slots)
+        self._paused = False
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, hostname: str) -> Iterator[None]:
+        with self._lock:
+            self.held += 1
+            if self.held >= self.slots and not self._paused:
+                self._paused = self._send("cancel_consumer", hostname)
+        try:
+            with self._running:
+                yield
+        finally:
+            self._release(hostname)
+
+    def _release(self, hostname: str) -> None:
+        with self._lock:
+            self.held -= 1
+            if self._paused and self.held < self.slots:
+                self._paused = not self._send("add_consumer", hostname)
+                if self._paused:  # never stay deaf to the bulk queue: try again shortly
+                    self.held += 1
+                    timer = threading.Timer(1.0, self._release, args=(hostname,))
+                    timer.daemon = True
+                    timer.start()
+
+    def _send(self, command: str, hostname: str) -> bool:
+        try:
+            getattr(self.app.control, command)(self.queue, destination=[hostname])
+        except Exception as exc:  # Redis away: the chunk itself will notice and retry
+            log.warning("could not %s %s on %s: %s", command, self.queue, hostname, exc)
+            return False
+        return True
+
+
 def register_bulk_task(
-    app: Celery, store: JobStore, translator: LocalTranslator, *, retries: int, backoff_cap: float
+    app: Celery,
+    store: JobStore,
+    translator: LocalTranslator,
+    *,
+    retries: int,
+    backoff_cap: float,
+    slots: BulkSlots | None = None,
 ) -> Task:
     """The worker side: run a chunk; retry a passing failure with backoff, then give up on
-    its images (recorded as failed) so the job still finishes."""
+    its images (recorded as failed) so the job still finishes. With `slots`, the worker
+    takes no new chunk while it runs as many as they allow."""
 
     @app.task(
         name=BULK_TASK,
@@ -175,7 +239,8 @@ def register_bulk_task(
     )
     def bulk_chunk(self: Task, job_id: str, index: int) -> dict[str, Any]:
         try:
-            outcome = execute(store, job_id, index, translator)
+            with slots.hold(self.request.hostname) if slots else nullcontext():
+                outcome = execute(store, job_id, index, translator)
         except (TransientChunkError, RedisError) as exc:
             attempts = self.request.retries
             if attempts >= retries:

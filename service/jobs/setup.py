@@ -51,7 +51,9 @@ def start_jobs(settings: Settings, translator: Translator) -> tuple[JobService, 
         )
     assert isinstance(translator, LocalTranslator)
     store = SqliteJobStore(settings.jobs_database)
-    runner = EmbeddedRunner(store, translator, retries=settings.chunk_retries)
+    runner = EmbeddedRunner(
+        store, translator, retries=settings.chunk_retries, threads=settings.bulk_concurrency
+    )
     runner.start()
 
     def close_embedded() -> None:

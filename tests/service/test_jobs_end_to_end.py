@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from service.local_redis import LocalRedis
 from tests.cli.test_cli import unpaired
@@ -128,8 +129,12 @@ def test_interactive_requests_are_served_while_a_job_runs(
     redis_server: LocalRedis, model_store: Path, tmp_path: Path
 ) -> None:
     paths = photos(tmp_path / "in", 800)
-    env = service_env(  # 40 chunks: more than a worker holds at once (its prefetch, 16)
-        model_store, broker_url=redis_server.url, chunk_size=20, jobs_dir=tmp_path / "jobs"
+    env = service_env(  # 40 chunks: more than a worker could hold at once (its prefetch, 16)
+        model_store,
+        broker_url=redis_server.url,
+        chunk_size=20,
+        bulk_concurrency=1,
+        jobs_dir=tmp_path / "jobs",
     )
     with (
         running_workers(env, tmp_path, count=1),
@@ -138,6 +143,17 @@ def test_interactive_requests_are_served_while_a_job_runs(
         wait_for_workers(server.url, 1)
         job_id = submit(server.url, zipped(tmp_path / "in"))
         wait_until(server.url, job_id, done_at_least=1)
+        # the worker runs one chunk at a time and leaves the others in Redis, so its prefetch
+        # slots stay free for interactive requests (without that it would hold 16 chunks; a
+        # few may be taken before its pause arrives)
+        broker = redis.Redis.from_url(redis_server.url)
+        in_hand = []
+        for _ in range(20):
+            finished_chunks = job(server.url, job_id)["counts"]["done"] // 20
+            queued = broker.llen("unpaired.bulk")
+            in_hand.append(40 - finished_chunks - queued)
+            time.sleep(0.05)
+        assert max(in_hand) <= 8, in_hand
         response = httpx.post(
             f"{server.url}/v1/models/tiny/translate?direction=AtoB",
             content=paths[0].read_bytes(),
