@@ -56,7 +56,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import itertools
-import json
 import os
 import signal
 import socket
@@ -84,6 +83,7 @@ from bench.harness import (
     photo_crops,
     png_problem,
     png_size,
+    report_json,
     run_async,
     service_env,
     stop_all,
@@ -564,10 +564,7 @@ def main() -> None:
         "rows": rows,
         "comparison": comparison,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    report_json(result, args.json_out)
 
 
 def _version(distribution: str) -> str:

@@ -13,7 +13,6 @@ run time exceeds --budget seconds are skipped and marked so, never silently drop
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import cpu_name  # noqa: E402
+from bench.harness import cpu_name, report_json  # noqa: E402
 from models import build_generator  # noqa: E402
 from models.manifest import Architecture  # noqa: E402
 from service.engine import Engine, EngineOptions  # noqa: E402
@@ -199,10 +198,7 @@ def main() -> None:
         "min_seconds": args.min_seconds,
         "rows": rows,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    report_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import platform
 import signal
 import struct
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -153,6 +155,19 @@ class Child:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+
+
+def unpaired(args: Sequence[str], env: Mapping[str, str], log: Path) -> Child:
+    """`unpaired ARGS...`, started as users start it."""
+    return Child([sys.executable, "-m", "cli", *args], env, log)
+
+
+def report_json(result: Mapping[str, Any], out: Path | None) -> None:
+    """The result as JSON on stdout, and into `out` when given (docs/*.json)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
 
 
 def stop_all(children: Sequence[Child]) -> None:

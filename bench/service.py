@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import signal
 import sys
@@ -77,9 +76,11 @@ from bench.harness import (
     photo_crops,
     png_problem,
     png_size,
+    report_json,
     run_async,
     service_env,
     stop_all,
+    unpaired,
 )
 from service.engine import Engine, EngineOptions
 from service.imaging import DecodedImage, decode_image
@@ -113,11 +114,6 @@ MODES: dict[str, Mode] = {
         Mode("distributed-2", 2, True),
     )
 }
-
-
-def unpaired(args: Sequence[str], env: Mapping[str, str], log: Path) -> Child:
-    """`unpaired ARGS...`, started as users start it."""
-    return Child([sys.executable, "-m", "cli", *args], env, log)
 
 
 # --- the engine alone -------------------------------------------------------------------------
@@ -666,10 +662,7 @@ def main() -> None:
     }
     result["checks"] = checks(rows)
     print_report(result)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    report_json(result, args.json_out)
 
 
 if __name__ == "__main__":
