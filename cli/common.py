@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True)
+# soft_wrap: a message is never broken inside a path or a word when stderr is a log or a pipe
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -33,6 +33,40 @@ app.command()(serve_cmd.serve)
 app.command()(serve_cmd.worker)
 models_app.command("list")(export_cmd.models_list)
 
+# --- settings --------------------------------------------------------------------------------
+
+
+@app.command("settings")
+def settings_show(
+    env_example: Annotated[
+        bool, typer.Option("--env-example", help="print .env.example: every variable, defaults")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The UNPAIRED_* settings this environment gives `serve` and `worker` (keys hidden)."""
+    from service.settings_env import env_example as example
+    from service.settings_env import env_value, variable
+
+    if env_example:
+        print(example(), end="")
+        return
+    from service.settings import load_settings
+
+    with user_errors():
+        settings = load_settings()
+    values = {  # keys are secrets: say how many, never which
+        variable(name): f"({len(value)} set)" if name == "api_keys" and value else env_value(value)
+        for name, value in settings
+    }
+    if as_json:
+        print_json(values)
+        return
+    table = Table("variable", "value")
+    for name, value in values.items():
+        table.add_row(name, value)
+    err.print(table)
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,13 +56,15 @@ def serve(
     # uvicorn re-raises SIGTERM once it has shut down; as an exception it lets the stack below
     # stop the workers and the private Redis instead of killing this process on the spot
     signal.signal(signal.SIGTERM, _terminate)
+    from service.launch import WORKER_COMMAND, python_command
+
     with contextlib.suppress(_Terminated), contextlib.ExitStack() as stack:
         broker_url = settings.broker_url or _private_redis(stack)
         env = {**os.environ, "UNPAIRED_BROKER_URL": broker_url, "UNPAIRED_STORE": settings.store}
         if model:
             env["UNPAIRED_MODELS"] = ",".join(model)
         for _ in range(workers):
-            process = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env=env)
+            process = subprocess.Popen(python_command(WORKER_COMMAND), env=env)
             stack.callback(_stop, process)
         _serve(_settings(host=host, port=port, store=store, models=model, broker_url=broker_url))
 
@@ -138,7 +139,9 @@ def worker(
     ] = None,
     store: StoreOption = None,
     model: ModelsOption = None,
-    name: Annotated[str | None, typer.Option(help="worker name; default unpaired-PID@host")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="worker name (env UNPAIRED_WORKER_NAME; unpaired-PID@host)")
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="requests held at once (default 2 x max batch)")
     ] = None,

@@ -35,7 +35,9 @@ def _split_commas(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNPAIRED_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="UNPAIRED_", frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     store: str = Field("model-store", description="model store: a folder or an fsspec URL")
     cache_dir: Path = Field(
@@ -45,27 +47,40 @@ class Settings(BaseSettings):
 
     # engine
     backend: BackendName = "auto"
+    """inference runtime: onnx (onnxruntime) or torch; auto: onnx"""
     device: DeviceName = "auto"
+    """cpu or cuda; auto: CUDA when the backend can use it"""
     precision: PrecisionName = Field(
         "auto", description="auto: fp16 on CUDA, fp32 on CPU; int8 (CPU) if exported with it"
     )
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    """images (or tiles) per engine call, interactive requests"""
     threads: Annotated[int, Field(ge=1)] | None = Field(
         None, description="CPU threads per engine; default: the CPUs this process may use"
     )
     tile: Annotated[int, Field(ge=64)] = 512
+    """side of the tiles large images are cut into"""
     tile_overlap: Annotated[int, Field(ge=0)] = 64
+    """pixels of blended overlap between tiles"""
     max_untiled_pixels: Annotated[int, Field(ge=1)] = 1024 * 1024
+    """larger images are translated in tiles (bounded memory)"""
     thumbnail_pixels: Annotated[int, Field(ge=1)] | None = None
+    """tiled images share normalisation statistics from a thumbnail of this many pixels;
+    default max_untiled_pixels"""
 
     # input limits
     max_image_bytes: Annotated[int, Field(ge=1)] = 50 * 2**20
+    """largest encoded image accepted"""
     max_image_pixels: Annotated[int, Field(ge=1)] = 64_000_000
+    """largest decoded image accepted (width x height), checked before decoding"""
     image_formats: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
+    """input formats accepted (PIL names)"""
 
     # HTTP API (`unpaired serve`)
     host: str = "127.0.0.1"
+    """address `unpaired serve` binds (0.0.0.0 in containers)"""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """port `unpaired serve` listens on"""
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="models (names or aliases) to load and warm at start; empty: all"
     )
@@ -76,19 +91,28 @@ class Settings(BaseSettings):
         None, description="requests per second per API key (per client address without keys)"
     )
     rate_limit_burst: Annotated[int, Field(ge=1)] = 20
+    """requests a key may send at once above the rate limit"""
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="origins allowed to call the API from a browser ('*' for any)"
     )
     max_request_bytes: Annotated[int, Field(ge=1)] = 200 * 2**20
+    """largest request body (bulk-job uploads: max_job_bytes)"""
     max_files: Annotated[int, Field(ge=1)] = 32
+    """images per multipart translate request"""
     max_inflight: Annotated[int, Field(ge=1)] = 1024
+    """requests the API holds at once before answering 503"""
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """seconds an interactive request may take before 504"""
     log_format: LogFormat = "json"
+    """json (one object per line) or text"""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """debug, info, warning or error"""
 
     # micro-batching (embedded API and every worker)
     max_wait_ms: Annotated[float, Field(ge=0)] = 5.0
+    """milliseconds a request waits for others to share its batch when the engine is idle"""
     max_queue: Annotated[int, Field(ge=1)] = 256
+    """interactive requests waiting for the engine before 503"""
 
     # distributed mode: the API enqueues to Celery workers through this Redis
     broker_url: str | None = Field(None, description="redis://host:port/db; unset: embedded mode")
@@ -96,10 +120,19 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[int, Field(ge=1)] | None = Field(
         None, description="requests a worker holds at once (prefetch); default 2 x max_batch"
     )
+    worker_name: str | None = Field(
+        None,
+        description="a worker's name in logs, heartbeats and the X-Worker header; default "
+        "unpaired-<pid>@<host> (Kubernetes: the pod's name)",
+    )
     visibility_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """seconds before Redis hands a dead worker's unacknowledged messages to another worker"""
     result_expires_s: Annotated[int, Field(ge=1)] = 600
+    """seconds results stay in Redis"""
     blob_threshold_bytes: Annotated[int, Field(ge=0)] = 256 * 2**10
+    """images larger than this travel as separate Redis blobs, not in the message"""
     heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
+    """seconds between worker heartbeats (/readyz counts live workers)"""
 
     # bulk jobs (`/v1/jobs`): state in Redis (distributed) or SQLite (embedded)
     jobs_dir: str = Field(
@@ -117,6 +150,7 @@ class Settings(BaseSettings):
     )
     bulk_queue: str = Field("unpaired.bulk", description="Celery queue of bulk-job chunks")
     chunk_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    """images per bulk-job chunk (one task)"""
     bulk_max_batch: Annotated[int, Field(ge=1, le=1024)] | None = Field(
         None,
         description="images per engine call for bulk work; default max_batch on a GPU, 1 on a "
@@ -129,9 +163,13 @@ class Settings(BaseSettings):
         "requests",
     )
     max_job_bytes: Annotated[int, Field(ge=1)] = 4 * 2**30
+    """largest bulk-job upload"""
     max_job_items: Annotated[int, Field(ge=1)] = 100_000
+    """most images in one bulk job"""
     job_retention_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    """seconds finished jobs, their inputs and outputs are kept"""
     chunk_retries: Annotated[int, Field(ge=0)] = 5
+    """retries of a bulk chunk that failed for a passing reason, with backoff"""
 
     @field_validator("models", "api_keys", "cors_origins", "jobs_roots", mode="before")
     @classmethod

@@ -46,7 +46,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     configure_logging(settings.log_format, settings.log_level)
     favour_interactive()
     assert settings.broker_url is not None
-    name = name or default_worker_name()
+    name = name or settings.worker_name or default_worker_name()
     queues = list(queues) or [settings.queue, settings.bulk_queue]
     app = make_celery(settings, role="worker")
     translator = LocalTranslator.from_settings(settings, worker=name)

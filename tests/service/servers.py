@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from service.launch import API_COMMAND, WORKER_COMMAND, python_command
 from service.local_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +40,18 @@ def service_env(store: Path, **settings: object) -> dict[str, str]:
     return env
 
 
-def unpaired_process(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def unpaired_process(
+    command: tuple[str, ...], env: Mapping[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """`command` (see service.launch) as deployments run it: configured by `env` alone."""
     handle = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", *args], env=dict(env), cwd=ROOT, stdout=handle, stderr=handle
+        python_command(command), env=dict(env), cwd=ROOT, stdout=handle, stderr=handle
     )
+
+
+def worker_process(env: Mapping[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
+    return unpaired_process(WORKER_COMMAND, {**env, "UNPAIRED_WORKER_NAME": name}, log)
 
 
 class Server:
@@ -55,7 +62,7 @@ class Server:
         self.log = log
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = unpaired_process(["serve", "--port", str(self.port)], env, log)
+        self.process = unpaired_process(API_COMMAND, {**env, "UNPAIRED_PORT": str(self.port)}, log)
 
     def wait_started(self, timeout: float = 60) -> None:
         """Until the server answers /healthz (models loaded: the lifespan ran)."""
@@ -116,10 +123,7 @@ def running_server(env: Mapping[str, str], log: Path, *, ready: bool = True) -> 
 def running_workers(
     env: Mapping[str, str], logs: Path, count: int = 1
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes = [
-        unpaired_process(["worker", "--name", f"w{i}"], env, logs / f"worker-{i}.log")
-        for i in range(count)
-    ]
+    processes = [worker_process(env, logs / f"worker-{i}.log", f"w{i}") for i in range(count)]
     try:
         yield processes
     finally:

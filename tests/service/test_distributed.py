@@ -25,6 +25,7 @@ from skimage import data
 
 from service.engine import Engine, EngineOptions
 from service.imaging import decode_image, encode_image
+from service.launch import API_COMMAND
 from service.local_redis import LocalRedis, free_port
 from service.store import ModelStore
 from tests.cli.test_cli import unpaired
@@ -34,6 +35,7 @@ from tests.service.servers import (
     service_env,
     stop_process,
     unpaired_process,
+    worker_process,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -131,7 +133,7 @@ def test_a_worker_killed_mid_flight_loses_no_request(
     env = service_env(
         model_store, broker_url=redis_server.url, visibility_timeout_s=3, request_timeout_s=90
     )
-    first = unpaired_process(["worker", "--name", "doomed"], env, tmp_path / "doomed.log")
+    first = worker_process(env, tmp_path / "doomed.log", "doomed")
     try:
         with running_server(env, tmp_path / "api.log", ready=False) as server:
             wait_for_workers(server.url, 1)
@@ -255,8 +257,10 @@ def test_serve_with_workers_runs_a_private_redis_and_stops_it(
     model_store: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    stack = unpaired_process(
-        ["serve", "--workers", "1", "--port", str(port)], service_env(model_store), tmp_path / "log"
+    stack = unpaired_process(  # the one-machine form: `unpaired serve --workers 1`
+        (*API_COMMAND, "--workers", "1"),
+        {**service_env(model_store), "UNPAIRED_PORT": str(port)},
+        tmp_path / "log",
     )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -22,7 +22,7 @@ from tests.service.servers import (
     running_workers,
     service_env,
     stop_process,
-    unpaired_process,
+    worker_process,
 )
 from tests.service.test_distributed import photos, wait_for_workers
 
@@ -97,7 +97,7 @@ def test_a_thousand_image_job_survives_a_killed_worker_and_a_restarted_api(
         chunk_size=25,
         jobs_dir=tmp_path / "jobs",
     )
-    doomed = unpaired_process(["worker", "--name", "doomed"], env, tmp_path / "doomed.log")
+    doomed = worker_process(env, tmp_path / "doomed.log", "doomed")
     try:
         with running_server(env, tmp_path / "api-1.log", ready=False) as server:
             wait_for_workers(server.url, 1)
