@@ -135,7 +135,10 @@ def _serve(settings: Any) -> None:
 
 def worker(
     queues: Annotated[
-        str | None, typer.Option(help="comma-separated queues (default UNPAIRED_QUEUE)")
+        str | None,
+        typer.Option(
+            help="comma-separated queues (default: UNPAIRED_QUEUE, then UNPAIRED_BULK_QUEUE)"
+        ),
     ] = None,
     store: StoreOption = None,
     model: ModelsOption = None,
