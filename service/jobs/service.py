@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..translation import OutputSpec
 from .files import JobFiles, Storage
-from .intake import Intake
+from .intake import Intake, IntakeError
 from .records import JobSpec, JobState, JobStatus
 from .runner import Dispatcher
 from .store import JobStore
@@ -82,6 +82,11 @@ class JobService:
                 intake.add_existing(Storage(inputs).images())
             elif add_inputs is not None:
                 add_inputs(intake)
+            if intake.total == 0:
+                raise IntakeError(
+                    "nothing to convert: the submission holds no files (an empty archive, or a "
+                    "source folder without images)"
+                )
             chunks = list(intake.chunks(self.chunk_size))
             spec = JobSpec(
                 id=job_id,

@@ -1,6 +1,8 @@
-// The web page of `unpaired serve`: pick a model and direction, drop images, see each input
-// next to its translation. Plain JavaScript against the public API (/v1/models, translate);
-// text from the server is only ever set with textContent.
+// The web page of `unpaired serve`: pick a model and direction, then either drop images and
+// see each input next to its translation (Translate), or send a whole archive or folder of
+// images as a bulk job and follow it to its zip of results (Bulk). Plain JavaScript against
+// the public API (/v1/models, translate, /v1/jobs); text from the server is only ever set
+// with textContent.
 "use strict";
 
 const PARALLEL = 4; // requests in flight at once; the server batches them
@@ -89,6 +91,23 @@ function fillDirections() {
   directionSelect.disabled = false;
 }
 
+/** Files dropped on `zone` go to `onFiles`; the zone shows when something is dragged over it. */
+function dropZone(zone, onFiles) {
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    onFiles(event.dataTransfer.files);
+  });
+}
+
 function stem(name) {
   const dot = name.lastIndexOf(".");
   return dot > 0 ? name.slice(0, dot) : name;
@@ -175,17 +194,183 @@ fileInput.addEventListener("change", () => {
   addFiles(fileInput.files);
   fileInput.value = ""; // the same file can be chosen again
 });
-for (const type of ["dragenter", "dragover"]) {
-  drop.addEventListener(type, (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
+dropZone(drop, addFiles);
+// --- tabs ------------------------------------------------------------------------------------
+
+const tabs = [...document.querySelectorAll('[role="tab"]')];
+
+function showTab(chosen) {
+  for (const tab of tabs) {
+    const selected = tab === chosen;
+    tab.setAttribute("aria-selected", String(selected));
+    document.getElementById(tab.getAttribute("aria-controls")).hidden = !selected;
+  }
 }
-for (const type of ["dragleave", "drop"]) {
-  drop.addEventListener(type, () => drop.classList.remove("over"));
+
+for (const tab of tabs) tab.addEventListener("click", () => showTab(tab));
+
+// --- bulk jobs -------------------------------------------------------------------------------
+
+const POLL_MS = 500;
+const FINISHED = new Set(["succeeded", "partially_failed", "failed", "cancelled"]);
+const ARCHIVE = /\.(zip|tar|tgz|tar\.gz|tbz2|tar\.bz2|txz|tar\.xz)$/i;
+const bulkForm = $("#bulk-form");
+const bulkFiles = $("#bulk-files");
+const bulkDrop = $("#bulk-drop");
+const bulkChosen = $("#bulk-chosen");
+const bulkSubmit = $("#bulk-submit");
+const jobView = $("#bulk-job");
+const cancelButton = $("#bulk-cancel");
+const downloadButton = $("#bulk-download");
+const errorTable = $("#bulk-errors");
+
+let bulkSelection = [];
+let job = null; // the JobView the server last sent
+let polling = null;
+
+function chooseBulkFiles(files) {
+  bulkSelection = [...files];
+  const archives = bulkSelection.filter((f) => ARCHIVE.test(f.name)).length;
+  bulkChosen.textContent = bulkSelection.length
+    ? `${bulkSelection.length} file${bulkSelection.length > 1 ? "s" : ""} chosen` +
+      (archives ? ` (${archives} archive${archives > 1 ? "s" : ""})` : "")
+    : "Drop an archive or images here, or choose files";
 }
-drop.addEventListener("drop", (event) => {
+
+function bulkBody() {
+  const archives = bulkSelection.filter((f) => ARCHIVE.test(f.name));
+  if (archives.length && bulkSelection.length > 1) {
+    throw new Error("Send one archive on its own, or images without an archive.");
+  }
+  const form = new FormData();
+  form.append("model", modelSelect.value);
+  form.append("direction", directionSelect.value);
+  form.append("format", formatSelect.value);
+  if (archives.length) form.append("archive", archives[0], archives[0].name);
+  else for (const file of bulkSelection) form.append("files", file, file.name);
+  return form;
+}
+
+async function submitJob(event) {
   event.preventDefault();
-  addFiles(event.dataTransfer.files);
-});
+  if (!modelSelect.value || directionSelect.disabled) return setStatus("Pick a model first.", true);
+  if (!bulkSelection.length) return setStatus("Choose an archive or some images first.", true);
+  let body;
+  try {
+    body = bulkBody();
+  } catch (error) {
+    return setStatus(error.message, true);
+  }
+  bulkSubmit.disabled = true;
+  setStatus("Uploading…");
+  try {
+    const response = await fetch("/v1/jobs", { method: "POST", body, headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    showJob(await response.json());
+    setStatus(`Job ${job.id} submitted: ${job.counts.total} image(s).`);
+    poll();
+  } catch (error) {
+    setStatus(`The job was not accepted: ${error.message}`, true);
+  } finally {
+    bulkSubmit.disabled = false;
+  }
+}
+
+function describeRate(view) {
+  const parts = [];
+  if (view.throughput) parts.push(`${view.throughput.toFixed(1)} images/s`);
+  if (view.eta_seconds && !FINISHED.has(view.state)) parts.push(`about ${Math.ceil(view.eta_seconds)} s left`);
+  return parts.length ? ` · ${parts.join(" · ")}` : "";
+}
+
+function showJob(view) {
+  job = view;
+  jobView.hidden = false;
+  $("#bulk-id").textContent = view.id;
+  const state = $("#bulk-state");
+  state.textContent = view.state;
+  state.dataset.state = view.state;
+  const progress = $("#bulk-progress");
+  progress.value = view.progress;
+  progress.textContent = `${Math.round(view.progress * 100)}%`;
+  const { total, done, failed } = view.counts;
+  $("#bulk-counts").textContent =
+    `${done} of ${total} converted, ${failed} failed${describeRate(view)}`;
+  const finished = FINISHED.has(view.state);
+  cancelButton.disabled = finished;
+  downloadButton.disabled = !finished || done === 0;
+  const rows = view.errors.map((problem) => {
+    const row = document.createElement("tr");
+    for (const text of [problem.item, problem.error]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  });
+  errorTable.tBodies[0].replaceChildren(...rows);
+  errorTable.hidden = rows.length === 0;
+}
+
+function poll() {
+  clearTimeout(polling);
+  polling = setTimeout(async () => {
+    const id = job.id;
+    try {
+      const response = await fetch(`/v1/jobs/${encodeURIComponent(id)}`, { headers: headers() });
+      if (!response.ok) throw new Error(await errorMessage(response));
+      const view = await response.json();
+      if (job.id !== id) return; // another job was submitted meanwhile
+      showJob(view);
+      if (FINISHED.has(view.state)) {
+        setStatus(`Job ${id} ${view.state.replace("_", " ")}.`, view.state !== "succeeded");
+        return;
+      }
+    } catch (error) {
+      setStatus(`Cannot follow the job (retrying): ${error.message}`, true);
+    }
+    poll();
+  }, POLL_MS);
+}
+
+async function cancelJob() {
+  cancelButton.disabled = true;
+  try {
+    const response = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, {
+      method: "DELETE",
+      headers: headers(),
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    showJob(await response.json());
+    setStatus(`Job ${job.id} cancelled; the images already converted are kept.`);
+  } catch (error) {
+    setStatus(`Cannot cancel: ${error.message}`, true);
+    cancelButton.disabled = false;
+  }
+}
+
+async function downloadResult() {
+  // fetched, not linked, so the API key goes with it
+  try {
+    const response = await fetch(job.result_url, { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `job-${job.id}.zip`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    setStatus(`Cannot download the results: ${error.message}`, true);
+  }
+}
+
+bulkForm.addEventListener("submit", submitJob);
+bulkFiles.addEventListener("change", () => chooseBulkFiles(bulkFiles.files));
+cancelButton.addEventListener("click", cancelJob);
+downloadButton.addEventListener("click", downloadResult);
+dropZone(bulkDrop, chooseBulkFiles);
+
 loadModels();

@@ -16,6 +16,7 @@ from skimage import data
 
 from service.api.app import create_app
 from service.settings import Settings
+from tests.service.api.browser import browser, downloads  # noqa: F401 (fixtures of the page tests)
 
 ClientFactory = Callable[..., Any]
 

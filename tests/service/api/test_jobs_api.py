@@ -248,6 +248,14 @@ def test_bad_submissions_are_clear_errors(api: Any, tmp_path: Path) -> None:
                 ),
                 400,
             ),
+            (
+                client.post(
+                    "/v1/jobs",
+                    data={"model": "tiny", "direction": "AtoB"},
+                    files={"archive": ("empty.zip", zip_of({}))},
+                ),
+                400,  # nothing to convert
+            ),
             (client.post("/v1/jobs", json={"model": "tiny", "source": "/tmp"}), 422),  # no roots
             (client.post("/v1/jobs", json={"model": "tiny", "bogus": 1}), 422),
             (client.get("/v1/jobs/not-a-job"), 404),

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.service.api.browser import wait
 from tests.service.api.conftest import png
 from tests.service.servers import running_server, service_env
 
@@ -25,28 +23,6 @@ pytestmark = [
 ]
 
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web-page.png"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver: webdriver.Chrome, seconds: float = 30) -> WebDriverWait:  # type: ignore[type-arg]
-    return WebDriverWait(driver, seconds)
 
 
 def sha256_in_browser(driver: webdriver.Chrome, selector: str) -> str:
