@@ -296,30 +296,29 @@ def running_service(mode: Mode, settings: Mapping[str, object], folder: Path) ->
 # --- jobs ---------------------------------------------------------------------------------------
 
 
+def answer(response: httpx.Response, expected: int, service: Service) -> dict[str, Any]:
+    """The JSON body of an answer with the `expected` status; anything else is a failure."""
+    if response.status_code != expected:
+        request = response.request
+        raise ServiceFailure(
+            f"{request.method} {request.url.path} answered {response.status_code}: "
+            f"{response.text[:2000]}\n" + tails(service.processes)
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def submit(client: httpx.Client, service: Service, archive: bytes) -> dict[str, Any]:
     response = client.post(
         "/v1/jobs",
         data={"model": MODEL, "direction": "AtoB", "format": "png"},
         files={"archive": ("images.zip", archive, "application/zip")},
     )
-    if response.status_code != 202:
-        raise ServiceFailure(
-            f"POST /v1/jobs answered {response.status_code}: {response.text[:2000]}\n"
-            + tails(service.processes)
-        )
-    body: dict[str, Any] = response.json()
-    return body
+    return answer(response, 202, service)
 
 
 def get_job(client: httpx.Client, service: Service, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/jobs/{job_id}")
-    if response.status_code != 200:
-        raise ServiceFailure(
-            f"GET /v1/jobs/{job_id} answered {response.status_code}: {response.text[:2000]}\n"
-            + tails(service.processes)
-        )
-    body: dict[str, Any] = response.json()
-    return body
+    return answer(client.get(f"/v1/jobs/{job_id}"), 200, service)
 
 
 def wait_job(
@@ -505,12 +504,7 @@ def latency_during_job(
         job = get_job(client, service, job["id"])
         cancelled = job["state"] not in TERMINAL
         if cancelled:
-            response = client.delete(f"/v1/jobs/{job['id']}")
-            if response.status_code != 200:
-                raise ServiceFailure(
-                    f"DELETE /v1/jobs/{job['id']} answered {response.status_code}: "
-                    f"{response.text[:2000]}\n{tails(service.processes)}"
-                )
+            answer(client.delete(f"/v1/jobs/{job['id']}"), 200, service)
         job = wait_job(client, service, job["id"])
     row["job"] = {
         "id": job["id"],
