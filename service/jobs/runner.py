@@ -199,13 +199,19 @@ class BulkSlots:
     def _release(self, hostname: str) -> None:
         with self._lock:
             self.held -= 1
-            if self._paused and self.held < self.slots:
-                self._paused = not self._send("add_consumer", hostname)
-                if self._paused:  # never stay deaf to the bulk queue: try again shortly
-                    self.held += 1
-                    timer = threading.Timer(1.0, self._release, args=(hostname,))
-                    timer.daemon = True
-                    timer.start()
+        self._resume(hostname)
+
+    def _resume(self, hostname: str) -> None:
+        """Consume the bulk queue again if paused with room; never stay deaf to it: when the
+        control message cannot be sent, try again shortly."""
+        with self._lock:
+            if not (self._paused and self.held < self.slots):
+                return
+            self._paused = not self._send("add_consumer", hostname)
+            if self._paused:
+                timer = threading.Timer(1.0, self._resume, args=(hostname,))
+                timer.daemon = True
+                timer.start()
 
     def _send(self, command: str, hostname: str) -> bool:
         try:
