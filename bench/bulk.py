@@ -78,7 +78,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -90,6 +89,7 @@ from bench.harness import (
     Child,
     ClosedLoop,
     cpu_name,
+    err,
     export_bench_model,
     photo_crops,
     png_problem,
@@ -100,12 +100,11 @@ from bench.harness import (
     stop_all,
     unpaired,
 )
+from service.jobs.records import TERMINAL as JOB_FINISHED
 from service.local_redis import LocalRedis, free_port
 
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)  # whole tables in logs
-
 MARGIN = 8  # the photo crops are made this much larger, then cut at offsets 0..MARGIN
-TERMINAL = ("succeeded", "partially_failed", "failed", "cancelled")
+TERMINAL = {state.value for state in JOB_FINISHED}
 POLL_S = 0.2
 STALL_S = 120.0  # a job whose counts do not move for this long is reported as stuck
 REQUEST_TIMEOUT_S = 120.0

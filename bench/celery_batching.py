@@ -69,7 +69,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,6 +78,7 @@ from bench.harness import (
     Child,
     ClosedLoop,
     cpu_name,
+    err,
     export_bench_model,
     photo_crops,
     png_problem,
@@ -91,8 +91,6 @@ from bench.harness import (
 from service.local_redis import LocalRedis
 from service.settings import Settings, load_settings
 from service.translation import OutputSpec, TranslationRequest
-
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 REQUEST_TIMEOUT_S = 120.0
 VISIBILITY_TIMEOUT_S = 60.0

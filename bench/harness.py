@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from rich.console import Console
+
+#: Where the benchmarks print tables: stderr, whole tables in logs (not cut at 80 columns).
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "bench"

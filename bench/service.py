@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -72,6 +71,7 @@ from bench.harness import (
     Child,
     ClosedLoop,
     cpu_name,
+    err,
     export_bench_model,
     photo_crops,
     png_problem,
@@ -86,8 +86,6 @@ from service.engine import Engine, EngineOptions
 from service.imaging import DecodedImage, decode_image
 from service.local_redis import LocalRedis, free_port
 from service.store import ModelStore
-
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)  # whole tables in logs
 
 REQUEST_TIMEOUT_S = 120.0
 VISIBILITY_TIMEOUT_S = 60.0
