@@ -100,8 +100,8 @@ from bench.harness import (
     stop_all,
     unpaired,
 )
+from cli.local_redis import LocalRedis, free_port
 from service.jobs.records import TERMINAL as JOB_FINISHED
-from service.local_redis import LocalRedis, free_port
 
 MARGIN = 8  # the photo crops are made this much larger, then cut at offsets 0..MARGIN
 TERMINAL = {state.value for state in JOB_FINISHED}

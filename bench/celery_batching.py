@@ -10,17 +10,18 @@ task once with the list of requests every `flush_every` messages or every `flush
 seconds.
 
 Both are driven with the same load, on the same model, Redis and thread budget: a plain Python
-publisher in this process, which is the API's own `service.remote.RemoteTranslator` without
-HTTP (publish, delivery ledger, answers through the result backend's pub/sub), keeps exactly
-`concurrency` requests in flight, and reads every answer the way the API does; every answer
-must be a PNG of its input's size. Ours runs through the real `unpaired worker`. The
-celery-batches worker is a minimal but fair one written here (this script re-run with
-`--batches-worker`): same Celery configuration (`service.celery_app.make_celery`: msgpack,
-late acks, the same prefetch of 2 x max batch: 2 pool threads x prefetch multiplier 8), same
-engines (`service.engines.EnginePool`, one engine call at a time under a lock, as our one
-dispatcher thread), decode and encode in a thread pool beside the engine, the same reply
-format stored per request with `app.backend.mark_as_done`, and the same receipt
-(`service.delivery.mark_received`) so the API side does not re-send its requests.
+publisher in this process, which is the API's own
+`service.distributed.remote_translator.RemoteTranslator` without HTTP (publish, delivery ledger,
+answers through the result backend's pub/sub), keeps exactly `concurrency` requests in flight,
+and reads every answer the way the API does; every answer must be a PNG of its input's size.
+Ours runs through the real `unpaired worker`. The celery-batches worker is a minimal but fair
+one written here (this script re-run with `--batches-worker`): same Celery configuration
+(`service.distributed.celery_app.make_celery`: msgpack, late acks, the same prefetch of 2 x max
+batch: 2 pool threads x prefetch multiplier 8), same engines
+(`service.inference.engine_pool.EnginePool`, one engine call at a time under a lock, as our one
+dispatcher thread), decode and encode in a thread pool beside the engine, the same reply format
+stored per request with `app.backend.mark_as_done`, and the same receipt
+(`service.distributed.delivery.mark_received`) so the API side does not re-send its requests.
 `flush_every` = max batch (8); `flush_interval` = max wait (5 ms), and once more at 50 ms
 (`--flush-ms`), since a periodic 5 ms timer flushes small batches (see "timing" below).
 
@@ -88,9 +89,9 @@ from bench.harness import (
     service_env,
     stop_all,
 )
-from service.local_redis import LocalRedis
+from cli.local_redis import LocalRedis
+from service.inference.requests import OutputSpec, TranslationRequest
 from service.settings import Settings, load_settings
-from service.translation import OutputSpec, TranslationRequest
 
 REQUEST_TIMEOUT_S = 120.0
 VISIBILITY_TIMEOUT_S = 60.0
@@ -106,21 +107,23 @@ def run_batches_worker(flush_interval: float) -> None:
     from celery.signals import task_received
     from celery_batches import Batches, SimpleRequest
 
-    from service import imaging
-    from service.celery_app import CONNECT_TIMEOUT_S, make_celery
-    from service.delivery import mark_received
-    from service.engine import EngineOptions
-    from service.engines import EnginePool
-    from service.imaging import DecodedImage
-    from service.logs import configure_logging
-    from service.store import ModelStore
-    from service.translation import Translated
-    from service.wire import (
+    from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
+    from service.distributed.delivery import mark_received
+    from service.distributed.messages import (
         TRANSLATE_TASK,
-        blob_key,
+        ImageCarrier,
+        deadline_reply,
         error_reply,
         request_from_payload,
+        success_reply,
     )
+    from service.inference import image_io
+    from service.inference.engine import EngineOptions
+    from service.inference.engine_pool import EnginePool
+    from service.inference.image_io import DecodedImage
+    from service.inference.requests import Translated
+    from service.logs import configure_logging
+    from service.store.model_store import ModelStore
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -137,27 +140,21 @@ def run_batches_worker(flush_interval: float) -> None:
     engine_lock = threading.Lock()  # one engine call at a time, like our dispatcher thread
     received: dict[str, float] = {}  # task id -> when delivered (for queue_seconds)
 
-    def deadline_reply() -> dict[str, Any]:
-        from service.batching import DeadlineExceeded
-
-        reply = error_reply(DeadlineExceeded("the deadline passed before a worker took it"))
-        assert reply is not None
-        return reply
+    carrier = ImageCarrier(settings.blob_threshold_bytes)
 
     def decode(
         payload: dict[str, Any],
     ) -> tuple[TranslationRequest, DecodedImage] | dict[str, Any]:
         if time.time() > payload["deadline"]:
             return deadline_reply()
-        image = payload["image"]
-        data = image.get("data")
+        data = carrier.get(client, payload["image"])
         if data is None:
-            data = client.get(image["blob"])
-            if data is None:
-                return deadline_reply()
+            return deadline_reply()
         request = request_from_payload(payload, data)
         try:
-            return request, imaging.decode_image(data, limits=settings.image_limits())
+            return request, image_io.decode_image(
+                data, limits=image_io.ImageLimits.from_settings(settings)
+            )
         except Exception as exc:
             reply = error_reply(exc)
             if reply is None:
@@ -207,7 +204,7 @@ def run_batches_worker(flush_interval: float) -> None:
                         "ok": False,
                         "error": {"type": "WorkerError", "message": repr(out)},
                     }
-                data = imaging.encode_image(
+                data = image_io.encode_image(
                     out, format=request.output.format, quality=request.output.quality
                 )
                 result = Translated(
@@ -220,12 +217,8 @@ def run_batches_worker(flush_interval: float) -> None:
                     engine_seconds=seconds,
                     worker=name,
                 )
-                image: dict[str, Any] = {"data": data}
-                if len(data) > settings.blob_threshold_bytes:
-                    key = blob_key(requests[i].id, "out")
-                    client.set(key, data, ex=settings.result_expires_s)
-                    image = {"blob": key}
-                return {"ok": True, "image": image, **result.to_payload()}
+                image = carrier.put(client, requests[i].id, "out", data, settings.result_expires_s)
+                return success_reply(result, image)
 
             for i, reply in zip(members, codec.map(encode, members, outputs), strict=True):
                 replies[i] = reply
@@ -299,7 +292,7 @@ def new_request(data: bytes, index: int) -> TranslationRequest:
 
 async def wait_answering(settings: Settings, payload: bytes, worker: Child) -> None:
     """Until one request comes back (the worker has loaded its model and consumes)."""
-    from service.remote import RemoteTranslator
+    from service.distributed.remote_translator import RemoteTranslator
 
     translator = await RemoteTranslator.connect(settings)
     try:
@@ -319,7 +312,7 @@ async def wait_answering(settings: Settings, payload: bytes, worker: Child) -> N
 async def drive(
     settings: Settings, payloads: Sequence[tuple[bytes, tuple[int, int]]], load: ClosedLoop
 ) -> None:
-    from service.remote import RemoteTranslator
+    from service.distributed.remote_translator import RemoteTranslator
 
     translator = await RemoteTranslator.connect(settings)
     counter = itertools.count()
@@ -556,7 +549,8 @@ def main() -> None:
             "flush_interval_ms": [s * 1000 for _, s in approaches if s is not None],
             "prefetch": 2 * args.max_batch,
         },
-        "publisher": "service.remote.RemoteTranslator (the API's distributed path, no HTTP)",
+        "publisher": "service.distributed.remote_translator.RemoteTranslator (the API's "
+        "distributed path, no HTTP)",
         **({"requests": args.requests} if args.requests else {"seconds": args.seconds}),
         "warmup_s": args.warmup,
         "rows": rows,

@@ -1,10 +1,10 @@
 """Inference throughput of the engine: images/s per backend x batch size x resolution.
 
-Every configuration runs through `service.engine.Engine.run` (the path the CLI, the API and the
-workers use, host<->device copies included), next to the reference recipe on the same device:
-torch eager fp32 at batch 1. A ResNet-9 (ngf 64) CycleGAN generator is exported once into a
-temporary store (speed does not depend on the weights). On a slow CPU, cells whose predicted
-run time exceeds --budget seconds are skipped and marked so, never silently dropped.
+Every configuration runs through `service.inference.engine.Engine.run` (the path the CLI, the
+API and the workers use, host<->device copies included), next to the reference recipe on the
+same device: torch eager fp32 at batch 1. A ResNet-9 (ngf 64) CycleGAN generator is exported
+once into a temporary store (speed does not depend on the weights). On a slow CPU, cells whose
+predicted run time exceeds --budget seconds are skipped and marked so, never silently dropped.
 
     python bench/engine.py                         # CPU: onnxruntime (fp32, int8) vs torch
     python bench/engine.py --device cuda --json-out docs/engine_h100.json
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import cpu_name, report_json  # noqa: E402
 from models import build_generator  # noqa: E402
 from models.manifest import Architecture  # noqa: E402
-from service.engine import Engine, EngineOptions  # noqa: E402
-from service.store import ModelStore  # noqa: E402
+from service.inference.engine import Engine, EngineOptions  # noqa: E402
+from service.store.model_store import ModelStore  # noqa: E402
 from training.export import ExportOptions, export_generators  # noqa: E402
 
 err = Console(stderr=True)

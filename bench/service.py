@@ -9,7 +9,7 @@ closed-loop client holding exactly `concurrency` requests in flight, for each se
 - `distributed-1` / `distributed-2`: `unpaired serve` handing requests to 1 or 2
   `unpaired worker`s through a private redis-server (never the shared one).
 
-The reference is the engine alone, in this process: `service.engine.Engine.translate` on
+The reference is the engine alone, in this process: `service.inference.engine.Engine.translate` on
 already-decoded images (no HTTP, no decode/encode), batch = the mode's max batch, with the same
 thread budget; "served / engine" is the headline ratio. A ResNet generator with random weights
 (speed does not depend on them) is exported once into a temporary store; the inputs are crops
@@ -82,10 +82,10 @@ from bench.harness import (
     stop_all,
     unpaired,
 )
-from service.engine import Engine, EngineOptions
-from service.imaging import DecodedImage, decode_image
-from service.local_redis import LocalRedis, free_port
-from service.store import ModelStore
+from cli.local_redis import LocalRedis, free_port
+from service.inference.engine import Engine, EngineOptions
+from service.inference.image_io import DecodedImage, decode_image
+from service.store.model_store import ModelStore
 
 REQUEST_TIMEOUT_S = 120.0
 VISIBILITY_TIMEOUT_S = 60.0

@@ -24,10 +24,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from models import IncompatibleCheckpointError, UnknownModelError
     from models.imaging import ImageDecodeError
     from models.manifest import ManifestError
-    from service.engine import EngineError
-    from service.imaging import ImageRejected
+    from service.errors import EngineError, ImageRejected, StoreError
     from service.settings import SettingsError
-    from service.store import StoreError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
     from training.export import ExportError

@@ -82,7 +82,7 @@ def export(
     """Export both directions to ONNX (dynamic batch/height/width), check parity with PyTorch,
     and publish the model with a checksummed manifest."""
     from models.manifest import NAME_RULE, Architecture, is_valid_name
-    from service.store import ModelStore
+    from service.store.model_store import ModelStore
     from training.evaluate import evaluate_run
     from training.export import ExportOptions, export_pth, export_run, staging_dir
 
@@ -161,7 +161,7 @@ def _row(manifest: Any) -> dict[str, Any]:
 
 def models_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """List the models in the store (broken entries are reported, not hidden)."""
-    from service.store import ModelStore
+    from service.store.model_store import ModelStore
 
     with user_errors():
         target = ModelStore(store_url(store))

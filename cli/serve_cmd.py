@@ -56,7 +56,7 @@ def serve(
     # uvicorn re-raises SIGTERM once it has shut down; as an exception it lets the stack below
     # stop the workers and the private Redis instead of killing this process on the spot
     signal.signal(signal.SIGTERM, _terminate)
-    from service.launch import WORKER_COMMAND, python_command
+    from cli.launch import WORKER_COMMAND, python_command
 
     with contextlib.suppress(_Terminated), contextlib.ExitStack() as stack:
         broker_url = settings.broker_url or _private_redis(stack)
@@ -78,7 +78,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _private_redis(stack: contextlib.ExitStack) -> str:
-    from service.local_redis import LocalRedis, RedisNotInstalled
+    from cli.local_redis import LocalRedis, RedisNotInstalled
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unpaired-redis-")))
     try:
@@ -150,7 +150,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker that batches translation requests from Redis (one per GPU)."""
-    from service.worker import run_worker
+    from service.distributed.worker import run_worker
 
     settings = _settings(store=store, models=model, worker_concurrency=concurrency)
     if settings.broker_url is None:

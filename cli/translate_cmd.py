@@ -125,10 +125,11 @@ def translate(
     as_json: JsonOption = False,
 ) -> None:
     """Translate images with a stored model; outputs keep each input's size and alpha."""
-    from service.engine import Engine, EngineOptions
-    from service.imaging import ImageRejected, encode_image, read_image_file
+    from service.errors import ImageRejected
+    from service.inference.engine import Engine, EngineOptions
+    from service.inference.image_io import ImageLimits, encode_image, read_image_file
     from service.settings import BackendName, DeviceName, PrecisionName, get_settings
-    from service.store import ModelStore
+    from service.store.model_store import ModelStore
 
     fmt = _choice("--format", output_format.lower().replace("jpg", "jpeg"), FORMATS)
     with user_errors():
@@ -144,7 +145,7 @@ def translate(
         model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
         direction = model.manifest.resolve_direction(direction)
         engine = Engine(model, direction, options)
-    limits = settings.image_limits()
+    limits = ImageLimits.from_settings(settings)
     jobs, failures = _plan(inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt))
     info = engine.describe()
     err.print(

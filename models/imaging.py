@@ -7,6 +7,10 @@ data sees exactly what the service feeds it. This lives in ``models`` because th
 import ``models`` but never ``training``.
 
 Tensor convention: float32, channels first, RGB, values in [-1, 1] with ``x / 127.5 - 1``.
+The mapping is written once, on numpy arrays (:func:`array_to_network`,
+:func:`network_to_array`); the tensor functions wrap it. Importing this module does not import
+torch, so a process that only decodes and encodes images (the API in distributed mode) stays
+light.
 """
 
 from __future__ import annotations
@@ -15,22 +19,27 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
+    "DECODE_ERRORS",
     "IMAGE_EXTENSIONS",
     "ImageDecodeError",
     "UnsupportedImageError",
+    "array_to_network",
     "array_to_tensor",
     "decode_image_bytes",
     "image_to_tensor",
     "is_image_file",
     "load_image",
+    "network_to_array",
     "split_alpha",
     "tensor_to_array",
     "tensor_to_image",
@@ -66,8 +75,9 @@ _PIL_COLOUR_MODES: Final = frozenset({"L", "1", "P", "CMYK", "YCbCr", "LAB", "HS
 _INT16_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _INT32_MAX: Final = 2**31 - 1
 
-# What PIL and its plugins raise on broken, truncated, hostile or unknown files.
-_DECODE_ERRORS: Final = (
+#: What PIL and its plugins raise on broken, truncated, hostile or unknown files: the one list
+#: every decoder of the project catches (training data, uploads, bulk jobs).
+DECODE_ERRORS: Final = (
     UnidentifiedImageError,
     OSError,
     SyntaxError,
@@ -228,7 +238,7 @@ def _decode(
             return to_rgb(img)
     except UnsupportedImageError as exc:
         raise ImageDecodeError(name, str(exc)) from exc
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageDecodeError(name, f"{reason} ({type(exc).__name__})") from exc
 
@@ -246,7 +256,7 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> Image.Image:
 # --- tensors --------------------------------------------------------------------------------
 
 
-def array_to_tensor(array: npt.NDArray[np.uint8]) -> torch.Tensor:
+def array_to_network(array: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """uint8 ``(H, W, 3)`` / ``(N, H, W, 3)`` -> float32 ``(3, H, W)`` / ``(N, 3, H, W)``, [-1, 1]
 
     This is the only place the forward value mapping ``x / 127.5 - 1`` is written.
@@ -256,24 +266,41 @@ def array_to_tensor(array: npt.NDArray[np.uint8]) -> torch.Tensor:
             f"expected a uint8 array of shape (H, W, 3) or (N, H, W, 3), "
             f"got {array.dtype} {array.shape}"
         )
-    # np.require copies read-only arrays (e.g. from PIL), which torch cannot share safely.
-    tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
-    return (tensor.to(torch.float32) / 127.5 - 1.0).movedim(-1, -3).contiguous()
+    values = array.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return np.ascontiguousarray(np.moveaxis(values, -1, -3))
+
+
+def network_to_array(values: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    """float ``(3, H, W)`` / ``(N, 3, H, W)`` in [-1, 1] -> uint8 ``(H, W, 3)`` / ``(N, H, W, 3)``.
+
+    Clamped and rounded to nearest (``((v.clip(-1, 1) + 1) * 127.5).round()``), so it is the
+    exact inverse of :func:`array_to_network` on uint8 data. NaN maps to 0 (mid grey).
+    """
+    if values.ndim not in (3, 4) or values.shape[-3] != 3:
+        raise ValueError(
+            f"expected an array of shape (3, H, W) or (N, 3, H, W), got {tuple(values.shape)}"
+        )
+    finite = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    scaled = np.round((np.clip(finite, -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5))
+    return np.ascontiguousarray(np.moveaxis(scaled.astype(np.uint8), -3, -1))
+
+
+def array_to_tensor(array: npt.NDArray[np.uint8]) -> torch.Tensor:
+    """:func:`array_to_network` as a tensor (training and export)."""
+    import torch
+
+    return torch.from_numpy(array_to_network(array))
 
 
 def tensor_to_array(tensor: torch.Tensor) -> npt.NDArray[np.uint8]:
-    """float ``(3, H, W)`` / ``(N, 3, H, W)`` in [-1, 1] -> uint8 ``(H, W, 3)`` / ``(N, H, W, 3)``.
+    """:func:`network_to_array` of a tensor on any device."""
+    import torch
 
-    Clamped and rounded to nearest (``((t.clamp(-1, 1) + 1) * 127.5).round()``), so it is the
-    exact inverse of :func:`array_to_tensor` on uint8 data. NaN maps to 0 (mid grey).
-    """
     if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
         raise ValueError(
             f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(tensor.shape)}"
         )
-    t = torch.nan_to_num(tensor.detach().to("cpu", torch.float32), nan=0.0)
-    values = ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return values.movedim(-3, -1).contiguous().numpy()
+    return network_to_array(tensor.detach().to("cpu", torch.float32).numpy())
 
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The `manifest.json` schema of an exported model, shared by the exporter and the model store.
 
-It lives in ``models`` because ``training.export`` writes it and ``service.store`` reads it,
-and neither package may import the other. A manifest describes everything a server needs to
-run a model without the training code: which file holds which direction, the architecture (to
-rebuild the PyTorch network for the torch backend), the input rules and the value mapping, and
-a sha256 for every file so a tampered or truncated model is refused at load time.
+It lives in ``models`` because ``training.export`` writes it and ``service.store.model_store``
+reads it, and neither package may import the other. A manifest describes everything a server
+needs to run a model without the training code: which file holds which direction, the
+architecture (to rebuild the PyTorch network for the torch backend), the input rules and the
+value mapping, and a sha256 for every file so a tampered or truncated model is refused at load
+time.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from torch import nn
 
-from models.registry import build_generator
+from models.validation import describe_validation_error
 
 __all__ = [
     "DIRECTIONS",
@@ -86,7 +86,8 @@ class DirectionFiles(_Frozen):
 
 
 class Architecture(_Frozen):
-    """Arguments of `models.build_generator`, so the torch backend can rebuild the network."""
+    """Arguments of `models.build_generator`, so the torch backend can rebuild the network
+    (:func:`models.registry.build_from_architecture`; the manifest itself needs no torch)."""
 
     generator: str
     ngf: int
@@ -94,17 +95,6 @@ class Architecture(_Frozen):
     use_dropout: bool = False
     input_nc: int = 3
     output_nc: int = 3
-
-    def build(self) -> nn.Module:
-        """The (untrained) generator these arguments describe; load weights into it."""
-        return build_generator(
-            self.generator,
-            input_nc=self.input_nc,
-            output_nc=self.output_nc,
-            ngf=self.ngf,
-            norm=self.norm,
-            use_dropout=self.use_dropout,
-        )
 
 
 class InputRules(_Frozen):
@@ -193,9 +183,7 @@ def parse_manifest(text: str | bytes, *, source: str) -> ModelManifest:
     try:
         return ModelManifest.model_validate_json(text)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ManifestError(f"invalid manifest {source}: {problems}") from None
 
 

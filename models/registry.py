@@ -13,6 +13,7 @@ from torch import nn
 
 from models.discogan import DiscoDiscriminator, DiscoGenerator
 from models.init import init_weights
+from models.manifest import Architecture
 from models.patchgan import NLayerDiscriminator, PixelDiscriminator
 from models.resnet import ResnetGenerator
 from models.unet import UnetGenerator
@@ -171,6 +172,18 @@ def build_generator(
     net = entry.build(args)
     init_weights(net, init_type, init_gain)
     return net
+
+
+def build_from_architecture(architecture: Architecture) -> nn.Module:
+    """The (untrained) generator a manifest's architecture describes; load weights into it."""
+    return build_generator(
+        architecture.generator,
+        input_nc=architecture.input_nc,
+        output_nc=architecture.output_nc,
+        ngf=architecture.ngf,
+        norm=architecture.norm,
+        use_dropout=architecture.use_dropout,
+    )
 
 
 def input_multiple(generator: str) -> int:

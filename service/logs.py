@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .settings import LogFormat
+from service.settings import LogFormat
 
 __all__ = ["JsonFormatter", "configure_logging"]
 

@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .imaging import ImageLimits
-
 BackendName = Literal["auto", "onnx", "torch"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 PrecisionName = Literal["auto", "fp32", "fp16", "int8"]
@@ -187,14 +185,6 @@ class Settings(BaseSettings):
                 "that dies can never be answered"
             )
         return self
-
-    def image_limits(self) -> ImageLimits:
-        """What every front door accepts (CLI, API, workers): one definition."""
-        return ImageLimits(
-            max_bytes=self.max_image_bytes,
-            max_pixels=self.max_image_pixels,
-            formats=self.image_formats,
-        )
 
     @property
     def distributed(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from .settings import Settings
+from service.settings import Settings
 
 __all__ = ["env_example", "env_value", "variable"]
 

@@ -78,7 +78,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def model_store(tmp_path: Path, exported_model: Path) -> Path:
     """A fresh local store holding a copy of the tiny model, as `tiny` (alias `day2night`)."""
-    from service.store import ModelStore
+    from service.store.model_store import ModelStore
 
     root = tmp_path / "store"
     ModelStore(root).publish(exported_model)

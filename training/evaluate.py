@@ -23,6 +23,7 @@ from torch import nn
 from models import input_multiple
 from models.imaging import image_to_tensor, load_image, tensor_to_image
 from models.manifest import Architecture
+from models.registry import build_from_architecture
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, load_config
@@ -78,7 +79,7 @@ def load_run_generators(
     checkpoint = ckpt.latest_checkpoint(run_dir)
     cfg = load_config(checkpoint / ckpt.CONFIG_FILE)
     architecture = generator_architecture(cfg)
-    nets = {name: architecture.build() for name in ("G", "F")}
+    nets = {name: build_from_architecture(architecture) for name in ("G", "F")}
     ckpt.load_weights(checkpoint, nets)
     for net in nets.values():
         net.to(device).eval()

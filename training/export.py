@@ -48,6 +48,7 @@ from models.manifest import (
     sha256_file,
 )
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
+from models.registry import build_from_architecture
 
 from .evaluate import generator_architecture, load_run_generators
 from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
@@ -467,7 +468,7 @@ def export_pth(
     """
     nets: dict[str, nn.Module] = {}
     for direction, path in pth_files.items():
-        net = architecture.build()
+        net = build_from_architecture(architecture)
         load_compatible_state_dict(net, load_pth_state_dict(path))
         nets[direction] = net
     training = {

@@ -1,5 +1,5 @@
 """The REST API: :func:`create_app` builds the FastAPI application (see ``app.py``)."""
 
-from .app import create_app
+from service.api.app import create_app
 
 __all__ = ["create_app"]

@@ -16,18 +16,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from ..catalog import ModelCatalog
-from ..jobs.service import JobService
-from ..settings import Settings, get_settings
-from ..store import ModelStore
-from ..threads import favour_interactive
-from ..translation import LocalTranslator, Translator
-from .errors import install_error_handlers
-from .metrics import Metrics
-from .middleware import ServiceMiddleware
-from .routers import health, jobs, models, translate, web
-from .security import ApiKeys, RateLimiter
-from .state import ServiceState
+from service.api.error_handlers import install_error_handlers
+from service.api.metrics import Metrics
+from service.api.middleware import ServiceMiddleware
+from service.api.routers import health, jobs, models, translate, web
+from service.api.security import ApiKeys, RateLimiter
+from service.api.state import ServiceState
+from service.inference.priorities import favour_interactive
+from service.inference.requests import Translator
+from service.jobs.manager import JobManager
+from service.settings import Settings, get_settings
+from service.store.catalog import ModelCatalog
+from service.store.model_store import ModelStore
 
 __all__ = ["create_app"]
 
@@ -45,15 +45,31 @@ Unpaired image-to-image translation (CycleGAN, DiscoGAN) as a service.
 
 
 async def start_translator(settings: Settings) -> Translator:
-    """Embedded: load and warm the models here. Distributed: connect to Redis."""
+    """Embedded: load and warm the models here. Distributed: connect to Redis. (Imported here:
+    a distributed API process never loads an engine.)"""
     if settings.distributed:
-        from ..remote import RemoteTranslator
+        from service.distributed.remote_translator import RemoteTranslator
 
         return await RemoteTranslator.connect(settings)
+    from service.inference.local_translator import LocalTranslator
+
     return await run_in_threadpool(LocalTranslator.from_settings, settings)
 
 
-async def _sweep_forever(jobs: JobService, retention_s: float) -> None:
+def start_jobs(settings: Settings, translator: Translator) -> tuple[JobManager, Callable[[], None]]:
+    """The mode's job manager and what stops it (blocking: opens files, Redis, threads)."""
+    if settings.distributed:
+        from service.distributed.job_dispatch import start_distributed_jobs
+
+        return start_distributed_jobs(settings)
+    from service.inference.local_translator import LocalTranslator
+    from service.jobs.embedded_runner import start_embedded_jobs
+
+    assert isinstance(translator, LocalTranslator)
+    return start_embedded_jobs(settings, translator)
+
+
+async def _sweep_forever(jobs: JobManager, retention_s: float) -> None:
     """Remove expired jobs now and then (every API process may; removal is idempotent)."""
     while True:
         try:
@@ -80,8 +96,6 @@ def create_app(
         state.catalog = ModelCatalog(ModelStore(settings.store, cache_dir=settings.cache_dir))
         favour_interactive()  # bulk chunks may run in this process (embedded mode)
         state.translator = await start_translator(settings)
-        from ..jobs.setup import start_jobs
-
         jobs, stop_jobs = await run_in_threadpool(start_jobs, settings, state.translator)
         state.jobs = jobs
         sweeper = asyncio.create_task(_sweep_forever(jobs, settings.job_retention_s))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..jobs.records import JobStatus
+from service.jobs.records import JobStatus
 
 __all__ = ["JobCreate", "JobList", "JobOutputs", "JobView"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..translation import Translated
+from service.inference.requests import Translated
 
 __all__ = ["Metrics"]
 

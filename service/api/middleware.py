@@ -23,8 +23,8 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import RETRY_AFTER_S, RequestTooLarge
-from .metrics import Metrics
+from service.api.error_handlers import RETRY_AFTER_S, RequestTooLarge
+from service.api.metrics import Metrics
 
 __all__ = ["ServiceMiddleware"]
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-from .errors import ApiError
+from service.api.error_handlers import ApiError
 
 __all__ = ["ApiKeys", "RateLimiter", "key_id"]
 

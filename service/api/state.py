@@ -11,13 +11,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..catalog import ModelCatalog
-from ..jobs.service import JobService
-from ..settings import Settings
-from ..translation import Translator
-from .errors import ApiError
-from .metrics import Metrics
-from .security import ApiKeys, RateLimiter
+from service.api.error_handlers import ApiError
+from service.api.metrics import Metrics
+from service.api.security import ApiKeys, RateLimiter
+from service.inference.requests import Translator
+from service.jobs.manager import JobManager
+from service.settings import Settings
+from service.store.catalog import ModelCatalog
 
 __all__ = ["AuthDep", "ServiceState", "StateDep"]
 
@@ -30,7 +30,7 @@ class ServiceState:
     limiter: RateLimiter | None
     catalog: ModelCatalog | None = None  # set at start-up
     translator: Translator | None = None
-    jobs: JobService | None = None
+    jobs: JobManager | None = None
 
     def ready(self) -> tuple[ModelCatalog, Translator]:
         if self.catalog is None or self.translator is None:

@@ -16,8 +16,8 @@ from typing import Final
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from .. import imaging
-from .errors import ApiError
+from service.api.error_handlers import ApiError
+from service.inference import image_io
 
 __all__ = ["Upload", "choose_format", "read_uploads", "safe_stem"]
 
@@ -105,10 +105,10 @@ _Q: Final = re.compile(r"(?:^|;)\s*q\s*=\s*([0-9.]+)")
 def choose_format(format: str | None, accept: str | None) -> str:
     """``?format=`` wins; else the most preferred image type in ``Accept``; else PNG."""
     if format is not None:
-        return imaging.output_format(format)
+        return image_io.output_format(format)
     if not accept:
         return "png"
-    by_type = {media: name for name, media in imaging.MEDIA_TYPES.items()}
+    by_type = {media: name for name, media in image_io.MEDIA_TYPES.items()}
     offers: list[tuple[float, int, str]] = []
     for position, item in enumerate(accept.split(",")):
         match = _ACCEPT_ITEM.match(item)
@@ -130,7 +130,7 @@ def choose_format(format: str | None, accept: str | None) -> str:
         406,
         "not_acceptable",
         f"cannot answer with any of {accept!r}; the API returns "
-        f"{', '.join(imaging.MEDIA_TYPES.values())} (or use ?format=)",
+        f"{', '.join(image_io.MEDIA_TYPES.values())} (or use ?format=)",
     )
 
 

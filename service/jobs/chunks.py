@@ -1,11 +1,12 @@
 """One chunk of a bulk job: read its images, translate them behind interactive work, write.
 
 The embedded runner and the Celery bulk task both call :func:`run_chunk`, which uses the same
-:class:`~service.translation.LocalTranslator` (decode, micro-batcher, engine, encode) as every
-interactive request, so a bulk output is byte-identical to ``unpaired translate``. A bad image
-fails only itself; a storage error that may pass (a network filesystem, an object store)
-fails the chunk as :class:`TransientChunkError`, to be retried with backoff. Outputs are written
-atomically under fixed names, so running a chunk twice writes the same files once.
+:class:`~service.inference.local_translator.LocalTranslator` (decode, micro-batcher, engine,
+encode) as every interactive request, so a bulk output is byte-identical to ``unpaired
+translate``. A bad image fails only itself; a storage error that may pass (a network filesystem,
+an object store) fails the chunk as :class:`TransientChunkError`, to be retried with backoff.
+Outputs are written atomically under fixed names, so running a chunk twice writes the same files
+once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import logging
 import math
 from collections.abc import Sequence
 
-from ..batching import BatcherClosed
-from ..threads import lower_thread_priority
-from ..translation import LocalTranslator, OutputSpec, Translated, TranslationRequest
-from .files import Storage
-from .records import ChunkOutcome, Item, ItemError, JobSpec
+from service.errors import BatcherClosed
+from service.inference.local_translator import LocalTranslator
+from service.inference.priorities import lower_thread_priority
+from service.inference.requests import OutputSpec, Translated, TranslationRequest
+from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec
+from service.jobs.storage import Storage
 
 __all__ = ["TransientChunkError", "run_chunk"]
 
@@ -97,7 +99,7 @@ def _write(storage: Storage, item: Item, result: Translated) -> str | None:
 
 def _describe(exc: Exception) -> str:
     """What the user reads for a failed image: the decoder's message, or the error's type."""
-    from ..imaging import ImageRejected
+    from service.errors import ImageRejected
 
     if isinstance(exc, ImageRejected):
         return str(exc)

@@ -1,7 +1,7 @@
 """Turning what a caller submitted into a job's items: an archive, several files, or a folder.
 
 Uploaded images are written under the job's own ``inputs/`` folder, under names checked here
-(archive members by :mod:`service.archives`, which never extracts anything itself), so nothing
+(archive members by :mod:`service.jobs.archives`, which never extracts anything itself), so nothing
 lands outside it. Each item's output keeps its input's relative path with the output format's
 suffix, as ``unpaired translate`` names them; two inputs that would write the same output
 (``a.png`` and ``a.jpg``) are refused as one failed item, never overwritten.
@@ -15,21 +15,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..archives import ArchiveLimits, Member, Rejected, read_archive
-from .files import Storage
-from .records import Item, ItemError
+from service.errors import IntakeError
+from service.jobs.archives import ArchiveLimits, Member, Rejected, read_archive
+from service.jobs.records import Item, ItemError
+from service.jobs.storage import Storage
 
-__all__ = ["Intake", "IntakeError", "output_name"]
+__all__ = ["Intake", "output_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-
-
-class IntakeError(ValueError):
-    """The submission as a whole cannot become a job (too many items, nothing usable)."""
-
-    def __init__(self, message: str, *, too_large: bool = False) -> None:
-        super().__init__(message)
-        self.too_large = too_large
 
 
 def output_name(name: str, suffix: str) -> str:

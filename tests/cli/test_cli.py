@@ -140,7 +140,7 @@ def test_torchrun_ddp_on_cpu_then_resume_in_one_process(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     torchrun = Path(sys.executable).parent / "torchrun"
     result = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--standalone", "-m", "training",
+        [str(torchrun), "--nproc-per-node", "2", "--standalone", "-m", "cli", "train",
          "--dataset", "day2night", "--max-steps", "3", "--out", str(run), *TINY_FLAGS],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

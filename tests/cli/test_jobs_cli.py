@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import assert_user_error, unpaired
+from tests.service.distributed.test_distributed import photos
 from tests.service.servers import running_server, service_env
-from tests.service.test_distributed import photos
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -3,7 +3,7 @@
 The compose file is validated against the Compose Specification's JSON schema (vendored in
 tests/deploy/schemas/, see its README) and resolved for every profile; every command, file,
 variable and metric it or the Dockerfiles name must exist in the project, and the API and
-workers must start exactly as service.launch (and so the end-to-end tests) start them.
+workers must start exactly as cli.launch (and so the end-to-end tests) start them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+from cli.launch import API_COMMAND, DISTRIBUTED_ENV, WORKER_COMMAND
 from service.api.metrics import Metrics
-from service.launch import API_COMMAND, DISTRIBUTED_ENV, WORKER_COMMAND
 from service.settings import Settings
 from service.settings_env import env_example, variable
 from tests.service.servers import service_env
@@ -121,7 +121,7 @@ def test_redis_keeps_the_queue_safe(compose: dict[str, Any]) -> None:
 
 
 def test_services_start_as_the_tests_start_them(compose: dict[str, Any]) -> None:
-    """One way to start each process: service.launch, which tests/service/servers.py uses."""
+    """One way to start each process: cli.launch, which tests/service/servers.py uses."""
     services = compose["services"]
     for name, command in ROLES.items():
         assert services[name]["command"] == list(command), name

@@ -3,7 +3,7 @@
 Offline, no cluster: built-in kinds are validated against the Kubernetes schemas that
 kubernetes-validate ships, KEDA's against its CRD schemas vendored in ``schemas/``. Every
 command, entry point, path, probe, queue and ``UNPAIRED_*`` variable the manifests name is
-checked against the code that defines it: ``service.launch`` (how processes start, the same
+checked against the code that defines it: ``cli.launch`` (how processes start, the same
 definition the distributed-mode tests use), ``service.settings``, the FastAPI app and the CLIs.
 """
 
@@ -26,8 +26,8 @@ import pytest
 import typer.main
 import yaml
 
+from cli.launch import API_COMMAND, DISTRIBUTED_ENV, WORKER_COMMAND
 from cli.main import app as cli_app
-from service.launch import API_COMMAND, DISTRIBUTED_ENV, WORKER_COMMAND
 from service.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -480,9 +480,11 @@ def parse_torchrun(command: list[str]) -> Any:
     assert command[0] == "torchrun"
     assert entry_points(group="console_scripts", name="torchrun"), "torch's torchrun is missing"
     launch = get_args_parser().parse_args(command[1:])
-    # `-m training` is `python -m training`: `unpaired train` (training/__main__.py)
-    assert launch.module and launch.training_script == "training"
-    assert find_spec("training.__main__") is not None
+    # `-m cli train` is `python -m cli train`: `unpaired train` (cli/__main__.py)
+    assert launch.module and launch.training_script == "cli"
+    assert launch.training_script_args[:1] == ["train"]
+    assert find_spec("cli.__main__") is not None
+    launch.training_script_args = launch.training_script_args[1:]
     return launch
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.local_redis import LocalRedis
+from cli.local_redis import LocalRedis
 
 
 def _require(binary: str, package: str) -> None:

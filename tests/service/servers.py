@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from service.launch import API_COMMAND, WORKER_COMMAND, python_command
-from service.local_redis import free_port
+from cli.launch import API_COMMAND, WORKER_COMMAND, python_command
+from cli.local_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def service_env(store: Path, **settings: object) -> dict[str, str]:
 def unpaired_process(
     command: tuple[str, ...], env: Mapping[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    """`command` (see service.launch) as deployments run it: configured by `env` alone."""
+    """`command` (see cli.launch) as deployments run it: configured by `env` alone."""
     handle = log.open("ab")
     return subprocess.Popen(
         python_command(command), env=dict(env), cwd=ROOT, stdout=handle, stderr=handle

@@ -222,9 +222,9 @@ def test_export_generators_rejects_unknown_directions(tmp_path: Path) -> None:
 
 
 def test_int8_graph_is_quantized_measured_and_served(tmp_path: Path) -> None:
-    from service.engine import Engine, EngineOptions
-    from service.imaging import DecodedImage
-    from service.store import ModelStore
+    from service.inference.engine import Engine, EngineOptions
+    from service.inference.image_io import DecodedImage
+    from service.store.model_store import ModelStore
 
     options = ExportOptions(int8=True, int8_min_psnr=10, tiled=False)
     folder = export_tiny_model(tmp_path, "q", options=options)

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..schemas import ErrorResponse, Health, ReadinessReport
-from ..state import StateDep
+from service.api.schemas import ErrorResponse, Health, ReadinessReport
+from service.api.state import StateDep
 
 router = APIRouter(tags=["health"])
 

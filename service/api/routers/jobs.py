@@ -21,16 +21,16 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ...archives import ArchiveLimits, archive_kind
-from ...jobs.files import Storage
-from ...jobs.intake import Intake, upload_name
-from ...jobs.records import Item, JobStatus
-from ...jobs.service import JobRequest, JobService
-from ...translation import OutputSpec
-from ..errors import ApiError
-from ..job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
-from ..schemas import ErrorResponse
-from ..state import AuthDep, ServiceState, StateDep
+from service.api.error_handlers import ApiError
+from service.api.job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
+from service.api.schemas import ErrorResponse
+from service.api.state import AuthDep, ServiceState, StateDep
+from service.inference.requests import OutputSpec
+from service.jobs.archives import ArchiveLimits, archive_kind
+from service.jobs.intake import Intake, upload_name
+from service.jobs.manager import JobManager, JobRequest
+from service.jobs.records import Item, JobStatus
+from service.jobs.storage import Storage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -85,7 +85,7 @@ def _owner(state: ServiceState, client: str) -> str | None:
     return client if state.keys.required else None
 
 
-def _jobs(state: ServiceState) -> JobService:
+def _jobs(state: ServiceState) -> JobManager:
     state.ready()
     if state.jobs is None:
         raise ApiError(503, "starting", "the job service is still starting; retry shortly")
@@ -154,7 +154,7 @@ def _invalid(exc: ValidationError) -> ApiError:
 
 async def _submit(
     state: ServiceState,
-    jobs: JobService,
+    jobs: JobManager,
     client: str,
     fields: dict[str, Any],
     archive: UploadFile | None,

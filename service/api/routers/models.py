@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from ..schemas import ErrorResponse, ModelInfo, ModelList, ModelName
-from ..state import AuthDep, StateDep
+from service.api.schemas import ErrorResponse, ModelInfo, ModelList, ModelName
+from service.api.state import AuthDep, StateDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

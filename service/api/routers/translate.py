@@ -20,11 +20,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...translation import OutputSpec, Translated, TranslationRequest, Translator
-from ..errors import ApiError, to_api_error
-from ..schemas import ErrorResponse, ModelName
-from ..state import AuthDep, ServiceState, StateDep
-from ..uploads import Upload, choose_format, read_uploads, safe_stem
+from service.api.error_handlers import ApiError, to_api_error
+from service.api.schemas import ErrorResponse, ModelName
+from service.api.state import AuthDep, ServiceState, StateDep
+from service.api.uploads import Upload, choose_format, read_uploads, safe_stem
+from service.inference.requests import OutputSpec, Translated, TranslationRequest, Translator
 
 router = APIRouter(prefix="/v1/models", tags=["translate"])
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from service.store import ModelStore
+from service.store.model_store import ModelStore
 from tests.service.servers import Server, running_server, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.cli.test_cli import unpaired
-from tests.service.test_distributed import photos
+from tests.service.distributed.test_distributed import photos
 
 pytestmark = pytest.mark.timeout(120)
 

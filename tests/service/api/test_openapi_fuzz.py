@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.api.app import create_app
 from service.settings import Settings
-from service.store import ModelStore
+from service.store.model_store import ModelStore
 from tests.service.servers import running_server, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

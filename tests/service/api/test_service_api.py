@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.logs import JsonFormatter
-from service.store import ModelStore
+from service.store.model_store import ModelStore
 from tests.conftest import export_tiny_model
 from tests.service.api.conftest import ClientFactory, png
 

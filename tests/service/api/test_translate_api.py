@@ -16,10 +16,10 @@ from PIL import Image
 
 from service.api.app import create_app
 from service.settings import Settings
-from service.store import ModelStore
+from service.store.model_store import ModelStore
 from tests.cli.test_cli import unpaired
 from tests.service.api.conftest import ClientFactory, png
-from tests.service.test_service_imaging import CORRUPT_CASES, bilevel_png
+from tests.service.inference.test_image_io import CORRUPT_CASES, bilevel_png
 
 URL = "/v1/models/tiny/translate"
 

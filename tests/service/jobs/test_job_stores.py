@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.jobs.files import JobFiles
-from service.jobs.intake import Intake, IntakeError
+from cli.local_redis import LocalRedis
+from service.errors import IntakeError, JobNotFound
+from service.inference.requests import OutputSpec
+from service.jobs.intake import Intake
+from service.jobs.job_store import JobStore
+from service.jobs.manager import JobManager, JobRequest
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec, JobState
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.service import JobNotFound, JobRequest, JobService
-from service.jobs.sqlite_store import DatabaseInUse, SqliteJobStore
-from service.jobs.store import JobStore
-from service.local_redis import LocalRedis
-from service.translation import OutputSpec
+from service.jobs.redis_job_store import RedisJobStore
+from service.jobs.sqlite_job_store import DatabaseInUse, SqliteJobStore
+from service.jobs.storage import JobFiles
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -187,7 +188,7 @@ def test_the_service_names_outputs_refuses_collisions_and_sweeps_expired_jobs(
 ) -> None:
     store = SqliteJobStore(tmp_path / "jobs" / "jobs.db")
     dispatcher = Recorded()
-    service = JobService(
+    service = JobManager(
         store, JobFiles(str(tmp_path / "jobs")), dispatcher, chunk_size=2, max_items=10,
         retention_s=60,
     )  # fmt: skip
@@ -230,7 +231,7 @@ def test_a_submission_that_stopped_half_way_is_queued_again_by_the_sweep(
     client = redis.Redis.from_url(redis_server.url)
     store = RedisJobStore(client)
     dispatcher = Recorded()
-    service = JobService(
+    service = JobManager(
         store, JobFiles(str(tmp_path / "jobs")), dispatcher, chunk_size=2, max_items=10,
         retention_s=3600,
     )  # fmt: skip

@@ -1,0 +1,74 @@
+"""The Celery task the workers run: one request through this worker's micro-batcher.
+
+The threads pool runs up to ``prefetch`` of these at once; each decodes its image and waits on
+the shared :class:`~service.inference.local_translator.LocalTranslator`, whose batcher turns the
+concurrent requests into one engine call per model, direction and shape. Each request keeps its
+own result, retry and (late) acknowledgement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from celery import Celery, Task, states
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.distributed.messages import (
+    TRANSLATE_TASK,
+    ImageCarrier,
+    deadline_reply,
+    error_reply,
+    request_from_payload,
+    success_reply,
+)
+from service.inference.local_translator import LocalTranslator
+
+__all__ = ["register_translate_task"]
+
+log = logging.getLogger(__name__)
+
+
+def register_translate_task(
+    app: Celery,
+    translator: LocalTranslator,
+    client: redis.Redis,
+    *,
+    carrier: ImageCarrier,
+    result_ttl: int,
+) -> Task:
+    @app.task(
+        name=TRANSLATE_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        autoretry_for=(RedisConnectionError, RedisTimeoutError),
+        retry_backoff=0.2,
+        retry_backoff_max=5,
+        max_retries=5,
+    )
+    def translate(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
+        task_id = self.request.id
+        done = self.backend.get_task_meta(task_id)
+        if done.get("status") == states.SUCCESS:  # redelivered after it was answered
+            return dict(done["result"])
+        if time.time() > payload["deadline"]:
+            return deadline_reply()
+        data = carrier.get(client, payload["image"])
+        if data is None:  # the input outlived its TTL: nobody waits any more
+            return deadline_reply()
+        request = request_from_payload(payload, data)
+        try:
+            result = translator.translate_blocking(request)
+        except Exception as exc:
+            reply = error_reply(exc)
+            if reply is None:
+                raise  # a worker fault: FAILURE, logged with its traceback
+            return reply
+        image = carrier.put(client, task_id, "out", result.data, ttl=result_ttl)
+        return success_reply(result, image)
+
+    return translate

@@ -1,0 +1,124 @@
+"""``unpaired worker``: a Celery worker that batches requests from Redis into engine calls.
+
+Start one per GPU (pinned with ``CUDA_VISIBLE_DEVICES``), on any machine that reaches Redis;
+scaling out is starting more. A worker loads and warms its models before it consumes, says it
+is alive through a heartbeat the API's ``/readyz`` reads, and on SIGTERM finishes the requests
+it holds (Celery's warm shutdown) while the ones it had not started go back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from service.distributed.bulk_task import BulkSlots, register_bulk_task
+from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
+from service.distributed.delivery import mark_received
+from service.distributed.heartbeat import WorkerHeartbeat
+from service.distributed.interactive_task import register_translate_task
+from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
+from service.inference.local_translator import LocalTranslator
+from service.inference.priorities import favour_interactive
+from service.jobs.redis_job_store import RedisJobStore
+from service.logs import configure_logging
+from service.settings import Settings
+
+__all__ = ["default_worker_name", "run_worker"]
+
+log = logging.getLogger("unpaired.worker")
+
+
+def default_worker_name() -> str:
+    """Unique per process, so several workers on one machine count as several."""
+    return f"unpaired-{os.getpid()}@{socket.gethostname()}"
+
+
+def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | None = None) -> None:
+    """Load the models, then consume `queues` until stopped (default: the interactive queue,
+    then the bulk queue; Redis is asked in that order, so interactive requests go first)."""
+    from celery.signals import task_received, worker_ready, worker_shutdown
+
+    configure_logging(settings.log_format, settings.log_level)
+    favour_interactive()
+    assert settings.broker_url is not None
+    name = name or settings.worker_name or default_worker_name()
+    queues = list(queues) or [settings.queue, settings.bulk_queue]
+    app = make_celery(settings, role="worker")
+    translator = LocalTranslator.from_settings(settings, worker=name)
+    client = redis.Redis.from_url(
+        settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=10
+    )
+    register_translate_task(
+        app,
+        translator,
+        client,
+        carrier=ImageCarrier(settings.blob_threshold_bytes),
+        result_ttl=settings.result_expires_s,
+    )
+    register_bulk_task(
+        app,
+        RedisJobStore(client),
+        translator,
+        retries=settings.chunk_retries,
+        backoff_cap=settings.visibility_timeout_s / 2,  # an ETA past it would be redelivered
+        slots=BulkSlots(app, settings.bulk_queue, settings.bulk_concurrency),
+    )
+    engines = translator.pool.describe()
+    heartbeat = WorkerHeartbeat(
+        client,
+        name,
+        {
+            "queues": queues,
+            "engines": engines,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "max_batch": settings.max_batch,
+            "prefetch": settings.prefetch,
+        },
+        interval=settings.heartbeat_s,
+    )
+
+    def on_ready(**_: Any) -> None:
+        heartbeat.start()
+        log.info(
+            "worker %s consuming %s with %d engine(s)",
+            name,
+            ",".join(queues),
+            len(engines),
+            extra={"worker": name, "queues": queues, "engines": engines},
+        )
+
+    def on_shutdown(**_: Any) -> None:
+        heartbeat.stop()
+        translator.close_blocking()
+
+    def on_received(request: Any, **_: Any) -> None:
+        # kombu has recorded the message as unacknowledged: tell the API it is safe here
+        if request.name != TRANSLATE_TASK:
+            return  # bulk chunks are not in the API's delivery ledger
+        try:
+            queue = request.delivery_info.get("routing_key") or queues[0]
+            mark_received(client, request.id, request.args[0], queue)
+        except Exception as exc:  # the API may then send it again: a duplicate, not a loss
+            log.warning("could not record receiving %s: %s", request.id, exc)
+
+    task_received.connect(on_received, weak=False)
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={name}",
+            "--pool=threads",  # never fork: a CUDA context must not be inherited
+            f"--concurrency={settings.prefetch}",
+            f"--queues={','.join(queues)}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )

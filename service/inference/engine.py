@@ -1,0 +1,455 @@
+"""The one inference path: run a batch of images through one direction of a stored model.
+
+The CLI, the API's batcher, the Celery workers and the benchmarks all call :class:`Engine`.
+Two backends run the network on a float32 ``(N, 3, H, W)`` batch in [-1, 1]:
+
+- ``onnx``: onnxruntime with the best installed provider (TensorRT → CUDA → CPU), IO binding
+  on CUDA, thread count and graph optimisation set explicitly;
+- ``torch``: the PyTorch generator rebuilt from the manifest and its safetensors weights, fp16
+  and channels_last on CUDA, optionally compiled (with CUDA graphs), for GPUs where
+  onnxruntime-gpu is not available.
+
+:meth:`Engine.translate` wraps either with the shared pre/post-processing of
+:mod:`service.inference.image_io`: sides padded (reflect) to what the network accepts and
+cropped back, large images translated in overlapping tiles, images grouped by padded shape into
+batches, alpha reattached untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from models.manifest import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    STATS_IN,
+    STATS_OUT,
+    USE_STATS,
+    ModelManifest,
+)
+from models.norm_stats import SharedStatsGenerator, has_instance_norm
+from models.registry import build_from_architecture
+from service.errors import BackendUnavailableError, EngineError
+from service.inference import image_io, tiling
+from service.inference.image_io import DecodedImage
+from service.settings import BackendName, DeviceName, PrecisionName, Settings
+from service.store.model_store import ModelStore, StoredModel
+
+__all__ = ["Engine", "EngineOptions", "Runner"]
+
+_ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    backend: BackendName = "auto"  # auto: onnx
+    device: DeviceName = "auto"  # auto: CUDA when the backend can use it, else CPU
+    precision: PrecisionName = "auto"  # auto: fp16 on CUDA, fp32 on CPU; int8 only if asked
+    max_batch: int = 8  # images (or tiles) per network call
+    threads: int | None = None  # CPU threads; None: the CPUs this process may use
+    tile: int = 512  # side of the tiles large images are cut into
+    tile_overlap: int = 64  # blended overlap between tiles
+    max_untiled_pixels: int = 1024 * 1024  # larger images are tiled (bounded memory)
+    thumbnail_pixels: int | None = None  # tiles' shared statistics come from a thumbnail of
+    # at most this many pixels (None: max_untiled_pixels)
+    channels_last: bool = True  # torch on CUDA
+    compile: bool = False  # torch: torch.compile the generator
+    cuda_graphs: bool = False  # torch + compile on CUDA: capture CUDA graphs
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> EngineOptions:
+        options = cls(
+            backend=settings.backend,
+            device=settings.device,
+            precision=settings.precision,
+            max_batch=settings.max_batch,
+            threads=settings.threads,
+            tile=settings.tile,
+            tile_overlap=settings.tile_overlap,
+            max_untiled_pixels=settings.max_untiled_pixels,
+            thumbnail_pixels=settings.thumbnail_pixels,
+        )
+        return replace(options, **overrides)  # type: ignore[arg-type]
+
+
+class Runner(Protocol):
+    """A backend: float32 (N, 3, H, W) in [-1, 1] -> the same shape, H and W valid sides."""
+
+    backend: str
+    device: str
+    precision: str
+    shares_stats: bool  # has a network whose instance norms can use given statistics
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(output, statistics used): own statistics when `stats` is None, else `stats`."""
+        ...
+
+
+def _cpu_threads(threads: int | None) -> int:
+    return threads or len(os.sched_getaffinity(0))
+
+
+def _precision(requested: PrecisionName, device: str) -> str:
+    if requested == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return requested
+
+
+# --- onnxruntime ----------------------------------------------------------------------------
+
+
+class OnnxRunner:
+    backend = "onnx"
+
+    def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
+        available = set(ort.get_available_providers())
+        if options.device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            providers = [p for p in _ORT_PROVIDERS if p in available]
+            if options.device == "cuda" and providers == ["CPUExecutionProvider"]:
+                raise BackendUnavailableError(
+                    "onnxruntime has no CUDA or TensorRT provider here (install onnxruntime-gpu, "
+                    "or use --backend torch on a GPU)"
+                )
+        self.device = "cpu" if providers[0] == "CPUExecutionProvider" else "cuda"
+        files = model.direction(direction)
+        self.precision = _precision(options.precision, self.device)
+        if options.precision == "auto" and files.onnx_fp16 is None:
+            self.precision = "fp32"  # fp16 on CUDA only when the model was exported with it
+        graphs = {"fp32": files.onnx, "fp16": files.onnx_fp16, "int8": files.onnx_int8}
+        path = graphs[self.precision]
+        if path is None:
+            raise EngineError(
+                f"model {model.manifest.name!r} has no {self.precision} graph; export it with "
+                f"--{self.precision} or ask for fp32"
+            )
+        self._threads = _cpu_threads(options.threads)
+        self._providers = providers
+        # TensorRT engines are built per GPU; cache them outside the (maybe read-only) store
+        digest = model.manifest.files[path].sha256[:16]
+        self._trt_cache = Path.home() / ".cache" / "unpaired" / "tensorrt" / digest
+        self.session = self._new_session(model.path(path))
+        self.providers = self.session.get_providers()
+        self._tiled_path = model.path(files.onnx_tiled) if files.onnx_tiled else None
+        self._tiled_session: ort.InferenceSession | None = None
+        self.shares_stats = self._tiled_path is not None
+
+    def _new_session(self, path: Path) -> ort.InferenceSession:
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.intra_op_num_threads = self._threads
+        session_options.inter_op_num_threads = 1
+        session_options.log_severity_level = 3
+        provider_options: list[dict[str, object]] = []
+        for provider in self._providers:
+            if provider == "TensorrtExecutionProvider":
+                provider_options.append(
+                    {
+                        "trt_fp16_enable": self.precision == "fp16",
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(self._trt_cache),
+                    }
+                )
+            else:
+                provider_options.append({})
+        return ort.InferenceSession(
+            str(path),
+            session_options,
+            providers=self._providers,
+            provider_options=provider_options,
+        )
+
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._tiled_path is None:
+            raise EngineError("this model was exported without the tiled graph")
+        if self._tiled_session is None:  # built on first use: most requests never tile
+            self._tiled_session = self._new_session(self._tiled_path)
+        session = self._tiled_session
+        size = {i.name: i.shape for i in session.get_inputs()}[STATS_IN][1]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        feeds = {
+            INPUT_NAME: batch,
+            STATS_IN: np.zeros((len(batch), size), np.float32) if stats is None else stats,
+            USE_STATS: np.array(stats is not None),
+        }
+        output, used = session.run([OUTPUT_NAME, STATS_OUT], feeds)
+        return np.asarray(output), np.asarray(used)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.device == "cpu":
+            (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+            return np.asarray(out)
+        # IO binding: one host->device copy in, the output allocated on the device
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0))
+        binding.bind_output(OUTPUT_NAME, "cuda")
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0])
+
+
+# --- torch ----------------------------------------------------------------------------------
+
+
+class TorchRunner:
+    backend = "torch"
+
+    def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from models import load_compatible_state_dict
+
+        if options.device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError("--device cuda: torch sees no CUDA device here")
+        use_cuda = options.device != "cpu" and torch.cuda.is_available()
+        self.device = "cuda" if use_cuda else "cpu"
+        self.precision = _precision(options.precision, self.device)
+        if self.precision == "fp16" and not use_cuda:
+            raise EngineError("fp16 with the torch backend needs CUDA; use fp32 on the CPU")
+        if self.precision == "int8":
+            raise EngineError("int8 graphs run on the onnx backend; use --backend onnx")
+        if not use_cuda and options.threads:
+            torch.set_num_threads(options.threads)
+
+        net = build_from_architecture(model.manifest.architecture)
+        weights = load_file(str(model.path(model.direction(direction).weights)))
+        load_compatible_state_dict(net, weights)
+        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._memory_format = (
+            torch.channels_last if use_cuda and options.channels_last else torch.contiguous_format
+        )
+        net = net.eval().to(self.device, self._dtype).to(memory_format=self._memory_format)
+        self._torch = torch
+        self._base = net
+        self._net: Callable[[torch.Tensor], torch.Tensor] = net
+        self._shared: SharedStatsGenerator | None = None
+        self.shares_stats = has_instance_norm(net)
+        if options.compile:
+            mode = None
+            if use_cuda:
+                mode = "max-autotune" if options.cuda_graphs else "max-autotune-no-cudagraphs"
+            self._net = torch.compile(net, mode=mode, dynamic=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            x = x.to(self.device, non_blocking=True).to(
+                self._dtype, memory_format=self._memory_format
+            )
+            y = self._net(x)
+            # note: .cpu() is the sync point with the GPU
+            return y.float().cpu().numpy()
+
+    def run_shared(
+        self, batch: np.ndarray, stats: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        if self._shared is None:  # fp32: variances overflow fp16
+            self._shared = SharedStatsGenerator(self._base).float().eval()
+        shared = self._shared
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            given = (
+                torch.zeros(len(batch), shared.size)
+                if stats is None
+                else torch.from_numpy(np.ascontiguousarray(stats, dtype=np.float32))
+            )
+            use = torch.tensor(stats is not None, device=self.device)
+            y, used = shared(x, given.to(self.device), use)
+            return y.cpu().numpy(), used.cpu().numpy()
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def _onnx_has_gpu() -> bool:
+    return bool(
+        {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+    )
+
+
+def _make_runner(model: StoredModel, direction: str, options: EngineOptions) -> Runner:
+    """`auto`: onnxruntime, unless only torch can reach the GPU (no onnxruntime-gpu here)."""
+    backend = options.backend
+    if backend == "auto":
+        backend = "onnx"
+        if options.device != "cpu" and not _onnx_has_gpu():
+            import torch
+
+            if torch.cuda.is_available():
+                backend = "torch"
+    if backend == "torch":
+        return TorchRunner(model, direction, options)
+    return OnnxRunner(model, direction, options)
+
+
+class Engine:
+    """One direction of one model, ready to translate batches of images."""
+
+    def __init__(
+        self, model: StoredModel, direction: str, options: EngineOptions = EngineOptions()
+    ) -> None:
+        model.direction(direction)  # a clear error for a direction the model lacks
+        if options.max_batch < 1:
+            raise EngineError("max_batch must be at least 1")
+        rules = model.manifest.input
+        if options.tile % rules.multiple or options.tile < rules.min_side:
+            raise EngineError(
+                f"tile {options.tile} must be a multiple of {rules.multiple} and "
+                f">= {rules.min_side} for model {model.manifest.name!r}"
+            )
+        self.model = model
+        self.direction = direction
+        self.options = options
+        self.runner = _make_runner(model, direction, options)
+
+    @classmethod
+    def from_store(
+        cls, store: ModelStore, name: str, direction: str, options: EngineOptions = EngineOptions()
+    ) -> Engine:
+        return cls(store.open(name), direction, options)
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.model.manifest
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "model": self.manifest.name,
+            "direction": self.direction,
+            "backend": self.runner.backend,
+            "device": self.runner.device,
+            "precision": self.runner.precision,
+        }
+
+    # --- network level ------------------------------------------------------------------
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The network on a float32 (N, 3, H, W) batch whose sides it accepts, in chunks."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise EngineError(f"expected a (N, 3, H, W) batch, got shape {batch.shape}")
+        rules = self.manifest.input
+        height, width = batch.shape[2:]
+        if height % rules.multiple or width % rules.multiple or min(height, width) < rules.min_side:
+            raise EngineError(
+                f"sides must be multiples of {rules.multiple} and >= {rules.min_side}, "
+                f"got {height}x{width}; use translate() to pad automatically"
+            )
+        size = self.options.max_batch
+        chunks = [self.runner(batch[i : i + size]) for i in range(0, len(batch), size)]
+        return np.concatenate(chunks)
+
+    # --- image level --------------------------------------------------------------------
+
+    def translate(self, images: Sequence[DecodedImage]) -> list[DecodedImage]:
+        """Translate images of any size; each output has its input's size and alpha."""
+        rgb: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            height, width = image.rgb.shape[:2]
+            if height * width > self.options.max_untiled_pixels:
+                rgb[index] = self._translate_tiled(image.rgb)
+            else:
+                groups[self._padded(height, width)].append(index)
+        size = self.options.max_batch
+        for (height, width), members in groups.items():
+            for start in range(0, len(members), size):  # one batch in memory at a time
+                chunk = members[start : start + size]
+                batch = np.concatenate(
+                    [
+                        tiling.pad_to(image_io.to_network([images[i].rgb]), height, width)
+                        for i in chunk
+                    ]
+                )
+                for i, out in zip(chunk, self.runner(batch), strict=True):
+                    h, w = images[i].rgb.shape[:2]
+                    rgb[i] = image_io.from_network(tiling.crop_to(out[None], h, w))[0]
+        outputs = []
+        for out, image in zip(rgb, images, strict=True):
+            assert out is not None
+            outputs.append(DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha))
+        return outputs
+
+    def translate_each(self, images: Sequence[DecodedImage]) -> list[DecodedImage | Exception]:
+        """:meth:`translate`, but an image that fails costs only its own result.
+
+        The batch runs in one call; if that raises, each image is retried alone so the error
+        lands on the image that caused it. Every caller that serves many people at once (the
+        CLI, the micro-batcher, the workers) goes through here.
+        """
+        try:
+            return list(self.translate(images))
+        except Exception:  # narrowed to the failing image below
+            results: list[DecodedImage | Exception] = []
+            for image in images:
+                try:
+                    results.append(self.translate([image])[0])
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    def batch_shape(self, height: int, width: int) -> tuple[int, int] | None:
+        """The padded shape an image of this size is batched at; None when it is tiled alone.
+
+        Images with the same batch shape run in one network call: it is the grouping key of
+        the micro-batcher.
+        """
+        if height * width > self.options.max_untiled_pixels:
+            return None
+        return self._padded(height, width)
+
+    def _padded(self, height: int, width: int) -> tuple[int, int]:
+        rules = self.manifest.input
+        return tiling.padded_shape(height, width, multiple=rules.multiple, min_side=rules.min_side)
+
+    def _translate_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        """Overlapping, blended tiles; with instance norm, every tile is normalised with the
+        statistics of a thumbnail of the whole image, so tiles agree in tone (see norm_stats)."""
+        height, width = rgb.shape[:2]
+        padded_h, padded_w = self._padded(height, width)
+        image = tiling.pad_to(image_io.to_network([rgb]), padded_h, padded_w)
+        run: Callable[[np.ndarray], np.ndarray] = self.runner
+        if self.runner.shares_stats:
+            _, stats = self.runner.run_shared(self._thumbnail(rgb, image), None)  # (1, S)
+
+            def run(tiles: np.ndarray) -> np.ndarray:
+                return self.runner.run_shared(tiles, np.repeat(stats, len(tiles), axis=0))[0]
+
+        out = tiling.translate_tiled(
+            image[0],
+            run,
+            tile=self.options.tile,
+            overlap=self.options.tile_overlap,
+            multiple=self.manifest.input.multiple,
+            max_batch=self.options.max_batch,
+        )
+        return image_io.from_network(tiling.crop_to(out[None], height, width))[0]
+
+    def _thumbnail(self, rgb: np.ndarray, padded: np.ndarray) -> np.ndarray:
+        """The whole image, downscaled to the thumbnail budget when it is larger."""
+        budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
+        if padded.shape[2] * padded.shape[3] <= budget:
+            return padded  # exact: the statistics an untiled pass would use
+        rules = self.manifest.input
+        height, width = tiling.thumbnail_shape(
+            *rgb.shape[:2], max_pixels=budget, multiple=rules.multiple, min_side=rules.min_side
+        )
+        return image_io.to_network([tiling.thumbnail(rgb, height, width)])

@@ -1,0 +1,84 @@
+"""One attempt at a chunk, and the rule for what follows it, shared by both runners.
+
+The embedded runner (:mod:`service.jobs.embedded_runner`) and the Celery bulk task
+(:mod:`service.distributed.bulk_task`) differ only in how they wait before a retry. Everything
+else is decided here, so a job ends the same way in both modes:
+
+- the chunk's outcome is recorded: done (each image written or failed on its own);
+- a failure that may pass (storage, Redis) with attempts left: nothing is recorded, the
+  caller retries after :func:`backoff`;
+- that failure on the last attempt, or any other exception (a bug): every image of the chunk
+  is recorded as failed with the reason, so the job still finishes (``partially_failed`` or
+  ``failed``) instead of staying ``running`` for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from service.inference.local_translator import LocalTranslator
+from service.jobs.chunks import TransientChunkError, run_chunk
+from service.jobs.job_store import JobStore
+from service.jobs.records import ChunkOutcome, ItemError
+
+__all__ = ["RetryLater", "attempt_chunk", "backoff"]
+
+log = logging.getLogger("unpaired.jobs")
+
+#: Failures that may pass by themselves: the chunk is run again later.
+TRANSIENT: tuple[type[Exception], ...] = (TransientChunkError, RedisError)
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Run the chunk again after `delay` seconds; nothing was recorded."""
+
+    delay: float
+    reason: Exception
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """Seconds before attempt `attempt + 1`: 1, 2, 4, ... up to `cap`."""
+    return float(min(cap, 2**attempt))
+
+
+def attempt_chunk(
+    store: JobStore,
+    job_id: str,
+    index: int,
+    translator: LocalTranslator,
+    *,
+    attempt: int,
+    retries: int,
+    backoff_cap: float,
+) -> ChunkOutcome | RetryLater | None:
+    """Attempt `attempt` (0-based) at one chunk. The recorded outcome, a :class:`RetryLater`,
+    or None when the chunk must not run (its job is cancelled or gone, or it ran already)."""
+    where = f"chunk {job_id}/{index}"
+    try:
+        spec = store.start_chunk(job_id, index)
+        if spec is None:
+            return None
+        outcome = run_chunk(spec, store.chunk_items(job_id, index), translator)
+    except TRANSIENT as exc:
+        if attempt < retries:
+            delay = backoff(attempt, backoff_cap)
+            log.info("%s will run again in %.0f s: %s", where, delay, exc)
+            return RetryLater(delay, exc)
+        log.warning("%s failed for good: %s", where, exc)
+        return _give_up(store, job_id, index, f"gave up after {attempt + 1} attempts: {exc}")
+    except Exception as exc:  # a bug: record it rather than lose the chunk (and its job)
+        log.exception("%s crashed", where)
+        return _give_up(store, job_id, index, f"internal error: {type(exc).__name__}: {exc}")
+    store.finish_chunk(job_id, index, outcome)
+    return outcome
+
+
+def _give_up(store: JobStore, job_id: str, index: int, reason: str) -> ChunkOutcome:
+    items = store.chunk_items(job_id, index)
+    outcome = ChunkOutcome(written=[], failed=[ItemError(item.name, reason) for item in items])
+    store.finish_chunk(job_id, index, outcome)
+    return outcome
