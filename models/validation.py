@@ -9,12 +9,17 @@ may import ``models``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from pydantic import ValidationError
+__all__ = ["Problem", "ValidationErrors", "describe_validation_error", "problems"]
 
-__all__ = ["Problem", "describe_validation_error", "problems"]
+
+class ValidationErrors(Protocol):
+    """pydantic's ``ValidationError``, or FastAPI's ``RequestValidationError``."""
+
+    def errors(self) -> Sequence[Mapping[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Problem:
         return {"location": list(self.location), "message": self.message}
 
 
-def problems(exc: ValidationError) -> list[Problem]:
+def problems(exc: ValidationErrors) -> list[Problem]:
     return [
         Problem(tuple(str(part) for part in error["loc"]), error["msg"], error["type"])
         for error in exc.errors()
@@ -42,7 +47,7 @@ def _dotted(location: tuple[str, ...], root: str) -> str:
 
 
 def describe_validation_error(
-    exc: ValidationError,
+    exc: ValidationErrors,
     *,
     root: str = "(root)",
     where: Callable[[tuple[str, ...]], str] | None = None,

@@ -188,7 +188,7 @@ _UNSERVABLE: Final = Answer(
 )
 
 #: Exception type -> answer; the most specific class of an exception's MRO that is listed wins.
-ANSWERS: Final[dict[type[BaseException], Answer]] = {
+ANSWERS: Final[dict[type[Exception], Answer]] = {
     ImageTooLarge: Answer(413, None),
     UnsupportedFormat: Answer(415, None),
     ImageRejected: Answer(400, None),  # corrupt, bad_mode, rejected

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.validation import describe_validation_error
+
 BackendName = Literal["auto", "onnx", "torch"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 PrecisionName = Literal["auto", "fp32", "fp16", "int8"]
@@ -213,9 +215,8 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"UNPAIRED_{'_'.join(str(p) for p in e['loc']).upper() or '*'}: {e['msg']}"
-            for e in exc.errors()
+        problems = describe_validation_error(
+            exc, where=lambda location: f"UNPAIRED_{'_'.join(location).upper() or '*'}"
         )
         raise SettingsError(f"invalid settings: {problems}") from None
 

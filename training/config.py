@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models import DISCRIMINATORS, GENERATORS, discriminator_min_input
+from models.validation import Problem, describe_validation_error
 
 from .losses import GanMode, ReconLoss
 from .synthetic import get_pair
@@ -240,15 +241,15 @@ def validate_config(data: dict[str, Any], *, source: str) -> TrainConfig:
     try:
         return TrainConfig(**data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(err) for err in exc.errors())
+        problems = describe_validation_error(exc, root="config", explain=_unknown_option)
         raise ConfigError(f"invalid training config ({source}): {problems}") from None
 
 
-def _describe(err: Any) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    if err["type"] == "extra_forbidden":
-        return f"unknown option {where!r} (valid options: {', '.join(TrainConfig.model_fields)})"
-    return f"{where}: {err['msg']}"
+def _unknown_option(problem: Problem) -> str | None:
+    if problem.kind != "extra_forbidden":
+        return None
+    where = ".".join(problem.location)
+    return f"unknown option {where!r} (valid options: {', '.join(TrainConfig.model_fields)})"
 
 
 def parse_set_options(items: list[str]) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.error_handlers import RETRY_AFTER_S, RequestTooLarge
+from service.api.error_handlers import RequestTooLarge
 from service.api.metrics import Metrics
+from service.errors import RETRY_AFTER_S
 
 __all__ = ["ServiceMiddleware"]
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.api.error_handlers import ApiError
+from service.api.error_handlers import ApiError, invalid_parameters
 from service.api.job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
 from service.api.schemas import ErrorResponse
 from service.api.state import AuthDep, ServiceState, StateDep
@@ -116,7 +116,7 @@ async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResp
         try:
             body = JobCreate.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise _invalid(exc) from None
+            raise invalid_parameters(exc) from None
         status = await _submit(state, jobs, client, body.model_dump(), None, [])
     elif media == "multipart/form-data":
         settings = state.settings
@@ -146,12 +146,6 @@ async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResp
     )
 
 
-def _invalid(exc: ValidationError) -> ApiError:
-    details = [{"location": [str(p) for p in e["loc"]], "message": e["msg"]} for e in exc.errors()]
-    summary = "; ".join(f"{'.'.join(d['location']) or 'body'}: {d['message']}" for d in details)
-    return ApiError(422, "invalid_parameters", summary, details=details)
-
-
 async def _submit(
     state: ServiceState,
     jobs: JobManager,
@@ -176,7 +170,7 @@ async def _submit(
     try:
         body = JobCreate.model_validate({"source": "", **fields})
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_parameters(exc) from None
     manifest = await run_in_threadpool(catalog.resolve, body.model)
     job = JobRequest(
         model=manifest.name,
