@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Final
 
 from starlette.datastructures import UploadFile
@@ -19,7 +18,7 @@ from starlette.requests import Request
 from service.api.error_handlers import ApiError
 from service.inference import image_io
 
-__all__ = ["Upload", "choose_format", "read_uploads", "safe_stem"]
+__all__ = ["Upload", "choose_format", "read_uploads"]
 
 RAW_TYPES: Final = ("image/", "application/octet-stream")
 HOW_TO_SEND: Final = (
@@ -132,13 +131,3 @@ def choose_format(format: str | None, accept: str | None) -> str:
         f"cannot answer with any of {accept!r}; the API returns "
         f"{', '.join(image_io.MEDIA_TYPES.values())} (or use ?format=)",
     )
-
-
-_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_stem(name: str, fallback: str) -> str:
-    """A client's file name reduced to a harmless stem (no folders, quotes or odd bytes)."""
-    base = PureWindowsPath(PurePosixPath(name).name).name  # strips a/b/ and C:\\a\\
-    stem = _UNSAFE.sub("_", base.rsplit(".", 1)[0] if "." in base else base).strip("._")
-    return stem[:100] or fallback

@@ -9,26 +9,17 @@ suffix, as ``unpaired translate`` names them; two inputs that would write the sa
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from service.errors import IntakeError
+from service.filenames import OutputNames, output_name
 from service.jobs.archives import ArchiveLimits, Member, Rejected, read_archive
 from service.jobs.records import Item, ItemError
 from service.jobs.storage import Storage
 
-__all__ = ["Intake", "output_name"]
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-
-
-def output_name(name: str, suffix: str) -> str:
-    """`cats/a.png` -> `cats/a.<suffix>`, as `unpaired translate` names its outputs."""
-    stem, _ = posixpath.splitext(name)
-    return stem + suffix
+__all__ = ["Intake"]
 
 
 @dataclass
@@ -40,8 +31,8 @@ class Intake:
     max_items: int
     items: list[Item] = field(default_factory=list)
     refused: list[ItemError] = field(default_factory=list)
-    _names: dict[str, str] = field(default_factory=dict)  # casefolded input name -> name
-    _outputs: dict[str, str] = field(default_factory=dict)  # casefolded output -> input
+    _inputs: OutputNames = field(default_factory=OutputNames)  # input names seen
+    _outputs: OutputNames = field(default_factory=OutputNames)  # output name -> its input
 
     @property
     def total(self) -> int:
@@ -60,14 +51,13 @@ class Intake:
 
     def _claim(self, name: str) -> str | None:
         """Why `name` cannot be an item here (a duplicate input or output), or None."""
-        key = name.casefold()
-        if key in self._names:
-            return f"duplicate name (same as {self._names[key]})"
+        same = self._inputs.claim(name, name)
+        if same is not None:
+            return f"duplicate name (same as {same})"
         output = output_name(name, self.suffix)
-        if output.casefold() in self._outputs:
-            return f"output {output} would also be written from {self._outputs[output.casefold()]}"
-        self._names[key] = name
-        self._outputs[output.casefold()] = name
+        writer = self._outputs.claim(output, name)
+        if writer is not None:
+            return f"output {output} would also be written from {writer}"
         return None
 
     def add_upload(self, name: str, data: bytes, write: bool = True) -> None:
@@ -105,12 +95,3 @@ class Intake:
     def chunks(self, size: int) -> Iterator[list[Item]]:
         for start in range(0, len(self.items), size):
             yield self.items[start : start + size]
-
-
-def upload_name(filename: str | None, index: int) -> str:
-    """A client's file name as a flat, harmless name that keeps its suffix."""
-    base = re.split(r"[\\/]", filename or "")[-1]
-    stem, suffix = posixpath.splitext(base)
-    stem = _UNSAFE.sub("_", stem).strip("._ ")[:100] or f"upload-{index}"
-    suffix = _UNSAFE.sub("", suffix)[:10].lower()
-    return stem + suffix

@@ -25,9 +25,10 @@ from service.api.error_handlers import ApiError, invalid_parameters
 from service.api.job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
 from service.api.schemas import ErrorResponse
 from service.api.state import AuthDep, ServiceState, StateDep
+from service.filenames import safe_file_name
 from service.inference.requests import OutputSpec
 from service.jobs.archives import ArchiveLimits, archive_kind
-from service.jobs.intake import Intake, upload_name
+from service.jobs.intake import Intake
 from service.jobs.manager import JobManager, JobRequest
 from service.jobs.records import Item, JobStatus
 from service.jobs.storage import Storage
@@ -199,7 +200,7 @@ async def _submit(
             intake.add_archive(archive.file, limits)
         for index, upload in enumerate(files):
             data = upload.file.read(settings.max_image_bytes + 1)
-            name = upload_name(upload.filename, index + 1)
+            name = safe_file_name(upload.filename, f"upload-{index + 1}")
             if len(data) > settings.max_image_bytes:
                 intake.refuse(name, f"over the limit of {settings.max_image_bytes} bytes")
             else:

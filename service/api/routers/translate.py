@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from service.api.error_handlers import ApiError, to_api_error
 from service.api.schemas import ErrorResponse, ModelName
 from service.api.state import AuthDep, ServiceState, StateDep
-from service.api.uploads import Upload, choose_format, read_uploads, safe_stem
+from service.api.uploads import Upload, choose_format, read_uploads
+from service.filenames import OutputNames, safe_stem
 from service.inference.requests import OutputSpec, Translated, TranslationRequest, Translator
 
 router = APIRouter(prefix="/v1/models", tags=["translate"])
@@ -224,7 +225,7 @@ def _zip_response(
 ) -> Response:
     failures: list[dict[str, Any]] = []
     buffer = io.BytesIO()
-    used: set[str] = set()
+    names = OutputNames()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for index, (upload, result) in enumerate(zip(uploads, results, strict=True)):
             if isinstance(result, BaseException):
@@ -242,11 +243,7 @@ def _zip_response(
                 )
                 continue
             stem = safe_stem(upload.name, f"image-{index + 1}")
-            entry, n = stem + output.suffix, 1
-            while entry in used:
-                n += 1
-                entry = f"{stem}-{n}{output.suffix}"
-            used.add(entry)
+            entry = names.unique(stem, output.suffix, upload.name)
             archive.writestr(_zip_info(entry), result.data)
         if failures:
             archive.writestr(_zip_info("errors.json"), json.dumps(failures, indent=2) + "\n")

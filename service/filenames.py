@@ -1,0 +1,78 @@
+"""The names of the files every front door writes: one rule each.
+
+- :func:`safe_stem` / :func:`safe_file_name`: a client's file name (from any operating system)
+  reduced to a harmless, flat name: no folders, no quotes, no control or odd bytes;
+- :func:`output_name`: an output keeps its input's relative path, with the output format's
+  suffix (``cats/a.png`` -> ``cats/a.webp``), in ``unpaired translate``, bulk jobs and zips;
+- :class:`OutputNames`: one claim per output name, compared case-insensitively (and after
+  Unicode normalisation), so two inputs such as ``a.PNG`` and ``A.png`` never write the same
+  file on a case-insensitive filesystem (macOS, Windows, many object-store mounts).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Final
+
+__all__ = ["OutputNames", "name_key", "output_name", "safe_file_name", "safe_stem"]
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_STEM: Final = 100
+_MAX_SUFFIX: Final = 10
+
+
+def _base_name(name: str) -> str:
+    """The last component of a POSIX or Windows path (``a/b.png``, ``C:\\a\\b.png`` -> b.png)."""
+    return PureWindowsPath(PurePosixPath(name).name).name
+
+
+def safe_stem(name: str, fallback: str) -> str:
+    """A client's file name as a harmless stem (its suffix dropped), or `fallback`."""
+    base = _base_name(name)
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return _UNSAFE.sub("_", stem).strip("._")[:_MAX_STEM] or fallback
+
+
+def safe_file_name(name: str | None, fallback: str) -> str:
+    """A client's file name as a harmless flat name that keeps its (lower-cased) suffix."""
+    base = _base_name(name or "")
+    _, suffix = posixpath.splitext(base)
+    suffix = _UNSAFE.sub("", suffix)[:_MAX_SUFFIX].lower()
+    return safe_stem(base, fallback) + suffix
+
+
+def output_name(name: str, suffix: str) -> str:
+    """`cats/a.png` -> `cats/a<suffix>`: the input's relative path, the output's suffix."""
+    stem, _ = posixpath.splitext(name)
+    return stem + suffix
+
+
+def name_key(name: str) -> str:
+    """What two names share when a case-insensitive filesystem would see one file."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class OutputNames:
+    """Output names claimed so far, compared with :func:`name_key`."""
+
+    def __init__(self) -> None:
+        self._claims: dict[str, str] = {}  # key -> who claimed it
+
+    def claim(self, name: str, by: str) -> str | None:
+        """Claim `name` for `by`; the earlier claimant when it is taken (nothing claimed)."""
+        key = name_key(name)
+        if key in self._claims:
+            return self._claims[key]
+        self._claims[key] = by
+        return None
+
+    def unique(self, stem: str, suffix: str, by: str) -> str:
+        """``stem + suffix``, or ``stem-2 + suffix``, ``stem-3``...: the first one free."""
+        name, n = stem + suffix, 1
+        while self.claim(name, by) is not None:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        return name
