@@ -1,4 +1,9 @@
-"""What every `unpaired` command shares: the stderr console, user-error handling, JSON output."""
+"""What every `unpaired` command shares: the stderr console, user-error handling, JSON output.
+
+The console never reads Rich markup: messages carry file, model and job names a user chose,
+and a file named ``[bold red]x.png`` must be reported as it is named. Colour comes only from
+:func:`error`, :func:`warning` and :func:`failed`, which style their fixed prefix.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,15 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-# soft_wrap: a message is never broken inside a path or a word when stderr is a log or a pipe
-err = Console(stderr=True, soft_wrap=True)
+# soft_wrap: a message is never broken inside a path or a word when stderr is a log or a pipe;
+# markup and highlighting off: every string printed is shown exactly as it is
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -50,13 +56,36 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _prefixed(prefix: str, style: str, message: str) -> None:
+    err.print(Text.assemble((prefix, style), " ", message))
+
+
+def error(message: str) -> None:
+    """``error: message`` (the prefix in red)."""
+    _prefixed("error:", "red", message)
+
+
+def warning(message: str) -> None:
+    _prefixed("warning:", "yellow", message)
+
+
+def failed(item: str, reason: str) -> None:
+    """One input that could not be processed: ``failed: item: reason``."""
+    _prefixed("failed:", "red", f"{item}: {reason}")
+
+
+def fail(message: str) -> NoReturn:
+    """Report a mistake the user can fix and stop (exit 2)."""
+    error(message)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     try:
         yield
     except _user_errors() as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
+        fail(str(exc))
 
 
 def print_json(payload: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.common import EXIT_USER_ERROR, err, print_json, user_errors
+from cli.common import err, fail, print_json, user_errors, warning
 
 StoreOption = Annotated[
     str | None,
@@ -35,11 +35,6 @@ def _domains(text: str | None) -> dict[str, str] | None:
     if len(names) != 2 or not all(names):
         raise typer.BadParameter("give two names separated by a comma, e.g. horse,zebra")
     return {"A": names[0], "B": names[1]}
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(EXIT_USER_ERROR)
 
 
 def export(
@@ -87,11 +82,11 @@ def export(
     from training.export import ExportOptions, export_pth, export_run, staging_dir
 
     if (run_dir is None) == (from_pth is None):
-        _fail("give a RUN_DIR or --from-pth FILE (one of them)")
+        fail("give a RUN_DIR or --from-pth FILE (one of them)")
     if not is_valid_name(name):
-        _fail(f"--name is required: {NAME_RULE} (e.g. horse2zebra)")
+        fail(f"--name is required: {NAME_RULE} (e.g. horse2zebra)")
     if reverse_pth is not None and from_pth is None:
-        _fail("--reverse-pth needs --from-pth")
+        fail("--reverse-pth needs --from-pth")
     options = ExportOptions(fp16=fp16, int8=int8, tiled=tiled)
     aliases, domain_names = tuple(alias or ()), _domains(domains)
     with user_errors(), staging_dir() as scratch:
@@ -102,7 +97,7 @@ def export(
             if dataroot is not None or dataset is not None:
                 evaluation = evaluate_run(run_dir, dataroot=dataroot, dataset=dataset)
                 metrics = evaluation.to_dict()
-            err.print(f"exporting {run_dir} ...", highlight=False)
+            err.print(f"exporting {run_dir} ...")
             manifest = export_run(
                 run_dir,
                 folder,
@@ -116,7 +111,7 @@ def export(
             assert from_pth is not None
             pth = {"AtoB": from_pth} | ({"BtoA": reverse_pth} if reverse_pth else {})
             architecture = Architecture(generator=arch, ngf=ngf, norm=norm)
-            err.print(f"exporting {', '.join(map(str, pth.values()))} ...", highlight=False)
+            err.print(f"exporting {', '.join(map(str, pth.values()))} ...")
             manifest = export_pth(
                 pth,
                 folder,
@@ -139,8 +134,8 @@ def export(
         return
     for direction, checks in manifest.parity.items():
         worst = ", ".join(f"{k} {v:.2g}" for k, v in checks.items())
-        err.print(f"  {direction}: parity {worst}", highlight=False)
-    err.print(f"published {manifest.name!r} to {target.url}", highlight=False)
+        err.print(f"  {direction}: parity {worst}")
+    err.print(f"published {manifest.name!r} to {target.url}")
 
 
 def _row(manifest: Any) -> dict[str, Any]:
@@ -181,8 +176,8 @@ def models_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
             f"{r['bytes'] / 2**20:.1f}",
             r["created"],
         )
-    err.print(f"store {target.url}: {len(rows)} model(s)", highlight=False)
+    err.print(f"store {target.url}: {len(rows)} model(s)")
     if rows:
         err.print(table)
     for problem in problems:
-        err.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+        warning(problem)

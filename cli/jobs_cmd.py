@@ -23,13 +23,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from cli.common import EXIT_USER_ERROR, err, print_json
+from cli.common import err, fail, failed, print_json
+from service.jobs.records import TERMINAL
 
 app = typer.Typer(help="Bulk jobs on a running server: submit, watch, download, cancel.")
 
 EXIT_SOME_FAILED = 1
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-TERMINAL = {"succeeded", "partially_failed", "failed", "cancelled"}
 
 UrlOption = Annotated[
     str, typer.Option(envvar="UNPAIRED_URL", help="the server (env UNPAIRED_URL)")
@@ -53,10 +53,10 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            _fail(f"cannot reach {self.http.base_url}: {exc} (is `unpaired serve` running?)")
+            fail(f"cannot reach {self.http.base_url}: {exc} (is `unpaired serve` running?)")
         if response.is_success:
             return response
-        return _fail(_error_message(response))
+        return fail(_error_message(response))
 
     def job(self, job_id: str) -> dict[str, Any]:
         body: dict[str, Any] = self.call("GET", f"/v1/jobs/{job_id}").json()
@@ -71,25 +71,20 @@ def _error_message(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def _fail(message: str) -> Any:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(EXIT_USER_ERROR)
-
-
 def _pack(inputs: list[Path], target: Path) -> int:
     """Images of `inputs` into a zip at `target` (folders keep their relative paths)."""
-    from models.imaging import is_image_file
+    from models.imaging import find_images
 
     count = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
         for path in inputs:
             if path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+                files = find_images(path)
                 members = [(p, p.relative_to(path).as_posix()) for p in files]
             elif path.is_file():
                 members = [(path, path.name)]
             else:
-                _fail(f"{path}: no such file or folder")
+                fail(f"{path}: no such file or folder")
             for source, name in members:
                 archive.write(source, name)
                 count += 1
@@ -113,9 +108,9 @@ def _report(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(job)
         return
-    err.print(_summary(job), highlight=False)
+    err.print(_summary(job))
     for failure in job.get("errors", []):
-        err.print(f"[red]failed:[/red] {failure['item']}: {failure['error']}", highlight=False)
+        failed(failure["item"], failure["error"])
 
 
 def _exit_for(job: dict[str, Any]) -> None:
@@ -166,10 +161,10 @@ def submit(
             fields[name] = value
     if source is not None:
         if inputs:
-            _fail("give either INPUTS to upload or --source, not both")
+            fail("give either INPUTS to upload or --source, not both")
         job = client.call("POST", "/v1/jobs", json={**fields, "source": source}).json()
     elif not inputs:
-        _fail("nothing to convert: give images, folders or an archive (or --source)")
+        fail("nothing to convert: give images, folders or an archive (or --source)")
     elif (
         len(inputs) == 1
         and inputs[0].is_file()
@@ -182,15 +177,15 @@ def submit(
             packed = Path(scratch) / "inputs.zip"
             count = _pack(inputs, packed)
             if count == 0:
-                _fail("no image files in the inputs")
-            err.print(f"uploading {count} image(s)", highlight=False)
+                fail("no image files in the inputs")
+            err.print(f"uploading {count} image(s)")
             with packed.open("rb") as handle:
                 job = _post_archive(client, fields, "inputs.zip", handle)
     if not wait:
         if as_json:
             print_json(job)
         else:
-            err.print(_summary(job), highlight=False)
+            err.print(_summary(job))
             print(job["id"])
         return
     job = _wait(client, job["id"], quiet=as_json)
@@ -260,7 +255,7 @@ def download(
             for chunk in response.iter_bytes():
                 handle.write(chunk)
     if zip_path == out:
-        err.print(f"saved {out}", highlight=False)
+        err.print(f"saved {out}")
         return
     try:
         names = _extract(zip_path, out)
@@ -269,7 +264,7 @@ def download(
     if as_json:
         print_json({"id": job_id, "written": [str(out / n) for n in names]})
     else:
-        err.print(f"wrote {len(names)} file(s) to {out}", highlight=False)
+        err.print(f"wrote {len(names)} file(s) to {out}")
 
 
 def _extract(archive_path: Path, folder: Path) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import EXIT_USER_ERROR, err, user_errors
+from cli.common import err, fail, user_errors
 from cli.export_cmd import StoreOption
 
 ModelsOption = Annotated[
@@ -84,9 +84,8 @@ def _private_redis(stack: contextlib.ExitStack) -> str:
     try:
         server = stack.enter_context(LocalRedis(folder, persistent=True))
     except RedisNotInstalled as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    err.print(f"started a private redis-server at {server.url}", highlight=False)
+        fail(str(exc))
+    err.print(f"started a private redis-server at {server.url}")
     return server.url
 
 
@@ -112,7 +111,6 @@ def _serve(settings: Any) -> None:
     def announce(mode: str) -> None:
         err.print(
             f"unpaired is serving ({mode} mode): web page {url} · API docs {url}docs",
-            highlight=False,
         )
 
     with user_errors():
@@ -129,8 +127,7 @@ def _serve(settings: Any) -> None:
             )
         except SystemExit as stop:  # uvicorn exits 3 when the lifespan fails
             if stop.code:
-                err.print("[red]error:[/red] the server did not start (see above)")
-                raise typer.Exit(EXIT_USER_ERROR) from None
+                fail("the server did not start (see above)")
 
 
 def worker(
@@ -154,9 +151,6 @@ def worker(
 
     settings = _settings(store=store, models=model, worker_concurrency=concurrency)
     if settings.broker_url is None:
-        err.print(
-            "[red]error:[/red] a worker needs UNPAIRED_BROKER_URL (e.g. redis://127.0.0.1:6379/0)"
-        )
-        raise typer.Exit(EXIT_USER_ERROR)
+        fail("a worker needs UNPAIRED_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
     with user_errors():
         run_worker(settings, queues=[q for q in (queues or "").split(",") if q], name=name)

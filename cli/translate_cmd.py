@@ -8,7 +8,6 @@ so an interrupted run never leaves a half-written image behind.
 from __future__ import annotations
 
 import glob
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Annotated, get_args
 import typer
 from tqdm import tqdm
 
-from cli.common import EXIT_USER_ERROR, err, print_json, user_errors
+from cli.common import err, fail, failed, print_json, user_errors
 from cli.export_cmd import JsonOption, StoreOption, store_url
 
 EXIT_SOME_FAILED = 1
@@ -27,11 +26,7 @@ FORMATS = ("png", "jpeg", "webp")
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        err.print(
-            f"[red]error:[/red] {flag} must be one of {', '.join(allowed)}; got {value!r}",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_USER_ERROR)
+        fail(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
     return value
 
 
@@ -49,14 +44,14 @@ class Failure:
 
 def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to --out without suffix) for every input; unmatched inputs fail."""
-    from models.imaging import is_image_file
+    from models.imaging import find_images
 
     found: list[tuple[Path, Path]] = []
     failures: list[Failure] = []
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            files = find_images(path)
             if not files:
                 failures.append(Failure(text, "folder holds no image files"))
             found += [(f, f.relative_to(path).with_suffix("")) for f in files]
@@ -72,9 +67,11 @@ def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
 
 
 def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Failure]]:
+    from service.files import OutputNames
+
     found, failures = _expand(inputs)
     jobs: list[Job] = []
-    claimed: dict[Path, Path] = {}
+    claimed = OutputNames()  # case-insensitive: a.PNG and A.png must not write one file
     seen: set[Path] = set()
     for source, relative in found:
         resolved = source.resolve()
@@ -82,12 +79,12 @@ def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Fa
             continue  # the same file named twice (e.g. a folder and a glob)
         seen.add(resolved)
         target = out / relative.with_name(relative.name + suffix)
-        if target in claimed:
+        writer = claimed.claim(str(target), str(source))
+        if writer is not None:
             failures.append(
-                Failure(str(source), f"output {target} is already written from {claimed[target]}")
+                Failure(str(source), f"output {target} is already written from {writer}")
             )
             continue
-        claimed[target] = source
         jobs.append(Job(source, target))
     return jobs, failures
 
@@ -95,13 +92,6 @@ def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Fa
 def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
     for start in range(0, len(jobs), size):
         yield jobs[start : start + size]
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    partial.replace(target)
 
 
 def translate(
@@ -126,6 +116,7 @@ def translate(
 ) -> None:
     """Translate images with a stored model; outputs keep each input's size and alpha."""
     from service.errors import ImageRejected
+    from service.files import write_atomic
     from service.inference.engine import Engine, EngineOptions
     from service.inference.image_io import ImageLimits, encode_image, read_image_file
     from service.settings import BackendName, DeviceName, PrecisionName, get_settings
@@ -151,7 +142,6 @@ def translate(
     err.print(
         f"{info['model']} {direction} on {info['backend']} {info['device']} {info['precision']}: "
         f"{len(jobs)} image(s) -> {out}",
-        highlight=False,
     )
     written: list[str] = []
     started = time.perf_counter()
@@ -170,14 +160,14 @@ def translate(
                     failures.append(Failure(str(job.source), f"{type(result).__name__}: {result}"))
                     continue
                 try:
-                    _write_atomic(job.target, encode_image(result, format=fmt, quality=quality))
+                    write_atomic(job.target, encode_image(result, format=fmt, quality=quality))
                     written.append(str(job.target))
                 except OSError as exc:
                     failures.append(Failure(str(job.source), f"cannot write {job.target}: {exc}"))
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     for failure in failures:
-        err.print(f"[red]failed:[/red] {failure.source}: {failure.error}", highlight=False)
+        failed(failure.source, failure.error)
     summary = {
         **info,
         "written": written,
@@ -187,6 +177,6 @@ def translate(
     if as_json:
         print_json(summary)
     else:
-        err.print(f"wrote {len(written)} image(s), {len(failures)} failed", highlight=False)
+        err.print(f"wrote {len(written)} image(s), {len(failures)} failed")
     if failures:
         raise typer.Exit(EXIT_SOME_FAILED)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -36,8 +37,10 @@ __all__ = [
     "array_to_network",
     "array_to_tensor",
     "decode_image_bytes",
+    "find_images",
     "image_to_tensor",
     "is_image_file",
+    "is_listed_image",
     "load_image",
     "network_to_array",
     "split_alpha",
@@ -108,6 +111,43 @@ class ImageDecodeError(ValueError):
 def is_image_file(path: str | os.PathLike[str]) -> bool:
     """Whether a path's suffix is one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --- which files of a folder are its images -------------------------------------------------
+#
+# One rule for every folder the project reads images from (training data, `unpaired
+# translate`, `unpaired jobs submit`, a bulk job's source): recursive; a file counts when its
+# suffix is an image suffix (any case) and no part of its path below the folder is hidden
+# (starts with "."), which skips .git/, .DS_Store and the ._name.jpg files macOS leaves on
+# shared drives. Symbolic links are followed, each real folder once (a cycle ends there).
+
+
+def is_listed_image(relative: str) -> bool:
+    """Whether a file at this path (relative to the folder scanned, "/"-separated) is one of
+    the folder's images."""
+    parts = relative.split("/")
+    return is_image_file(parts[-1]) and not any(part.startswith(".") for part in parts)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink cycle, or the same tree linked twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            path = Path(dirpath, name)
+            if is_listed_image(name) and path.is_file():
+                yield path
+
+
+def find_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every image of a local folder by the rule above, sorted by relative path."""
+    root = Path(folder)
+    return sorted(_walk(root), key=lambda p: p.relative_to(root).parts)
 
 
 # --- mode handling --------------------------------------------------------------------------

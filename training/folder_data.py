@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,7 +19,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.imaging import IMAGE_EXTENSIONS, ImageDecodeError, image_to_tensor, load_image
+from models.imaging import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    find_images,
+    image_to_tensor,
+    load_image,
+)
 
 __all__ = [
     "DatasetError",
@@ -48,25 +52,9 @@ class DatasetError(ValueError):
     """A problem with the user's data folders; the message says what to fix."""
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
-    """Yield image files under ``folder``, following symlinks once, skipping hidden entries."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink cycle, or the same tree linked twice
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath, name)
-            visible = not name.startswith(".")
-            if visible and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                yield path
-
-
 def scan_images(folder: Path, *, hint: str = "") -> list[Path]:
-    """All image files under ``folder`` (recursive, hidden skipped), sorted by relative path.
+    """All image files under ``folder`` (:func:`models.imaging.find_images`: recursive,
+    hidden skipped), sorted by relative path.
 
     ``hint`` is appended to error messages to say what layout was expected.
     """
@@ -76,7 +64,7 @@ def scan_images(folder: Path, *, hint: str = "") -> list[Path]:
         raise DatasetError(f"dataset folder {folder} does not exist{suffix}")
     if not folder.is_dir():
         raise DatasetError(f"dataset path {folder} is not a folder{suffix}")
-    files = sorted(_walk_images(folder), key=lambda p: p.relative_to(folder).parts)
+    files = find_images(folder)
     if not files:
         raise DatasetError(
             f"dataset folder {folder} contains no image files (looked recursively for "

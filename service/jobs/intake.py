@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from service.errors import IntakeError
-from service.filenames import OutputNames, output_name
+from service.files import OutputNames, output_name
 from service.jobs.archives import ArchiveLimits, Member, Rejected, read_archive
 from service.jobs.records import Item, ItemError
 from service.jobs.storage import Storage

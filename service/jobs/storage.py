@@ -9,7 +9,6 @@ once, and a reader never sees half an image.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from models.imaging import is_image_file
+from models.imaging import is_listed_image
 from service.errors import LocationError
+from service.files import write_atomic
 from service.settings import Settings
 
 __all__ = ["JobFiles", "Storage"]
@@ -45,36 +45,19 @@ class Storage:
         if not self.local:
             self.fs.pipe_file(target, data)  # object stores replace whole objects
             return target
-        folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
-        # One partial name per output: a writer killed half-way leaves a file the rerun of
-        # its chunk replaces, not an orphan. A live writer that finds it takes it over; the
-        # other one's rename then fails, and its chunk is retried (the outputs are the same).
-        partial = os.path.join(folder, f".{os.path.basename(target)}.partial")
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            os.unlink(partial)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, target)
+        write_atomic(target, data)
         return target
 
     def images(self) -> list[str]:
         """Image files under the root, as sorted relative POSIX names."""
         found = self.fs.find(self.root)
         names = [posixpath.relpath(str(p), self.root) for p in found]
-        return sorted(n for n in names if is_image_file(n) and not _hidden(n))
+        return sorted(n for n in names if is_listed_image(n))  # models.imaging's one rule
 
     def remove(self, *parts: str) -> None:
         target = self.path(*parts)
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)
-
-
-def _hidden(name: str) -> bool:
-    return any(part.startswith(".") for part in name.split("/"))
 
 
 class JobFiles:

@@ -179,3 +179,36 @@ def test_export_bad_requests_are_clear_errors(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     assert_user_error(unpaired("export", *args, "--store", tmp_path), message)
+
+
+def test_names_a_user_chose_are_printed_as_they_are(exported: Path, tmp_path: Path) -> None:
+    """Rich markup in a file name is text, not styling: the failure names the real file."""
+    named = tmp_path / "[bold red]x.png"  # as markup: "x.png" in bold red
+    named.write_bytes(b"not an image")
+    result = unpaired(
+        "translate", "day2night", named, "--direction", "AtoB", "--out", tmp_path / "out",
+        "--store", exported,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"failed: {named}: " in result.stderr
+
+
+def test_outputs_that_differ_only_in_case_are_not_overwritten(
+    exported: Path, tmp_path: Path
+) -> None:
+    """a.PNG and A.png would be one file on a case-insensitive filesystem: one is refused."""
+    folder = tmp_path / "in"
+    (folder / "x").mkdir(parents=True)
+    (folder / "X").mkdir()
+    photo = data.astronaut()[:32, :32]
+    Image.fromarray(photo).save(folder / "x" / "a.png")
+    Image.fromarray(photo[::-1]).save(folder / "X" / "A.PNG")
+    result = unpaired(
+        "translate", "day2night", folder, "--direction", "AtoB", "--out", tmp_path / "out",
+        "--store", exported, "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert len(summary["written"]) == 1
+    (refused,) = summary["failed"]
+    assert "is already written from" in refused["error"]

@@ -24,7 +24,7 @@ from service.api.error_handlers import ApiError, to_api_error
 from service.api.schemas import ErrorResponse, ModelName
 from service.api.state import AuthDep, ServiceState, StateDep
 from service.api.uploads import Upload, choose_format, read_uploads
-from service.filenames import OutputNames, safe_stem
+from service.files import OutputNames, safe_stem
 from service.inference.requests import OutputSpec, Translated, TranslationRequest, Translator
 
 router = APIRouter(prefix="/v1/models", tags=["translate"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.filenames import OutputNames, output_name, safe_file_name, safe_stem
+from service.files import OutputNames, output_name, safe_file_name, safe_stem
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The names of the files every front door writes: one rule each.
+"""The files every front door writes: their names and how they are written, one rule each.
 
 - :func:`safe_stem` / :func:`safe_file_name`: a client's file name (from any operating system)
   reduced to a harmless, flat name: no folders, no quotes, no control or odd bytes;
@@ -6,18 +6,29 @@
   suffix (``cats/a.png`` -> ``cats/a.webp``), in ``unpaired translate``, bulk jobs and zips;
 - :class:`OutputNames`: one claim per output name, compared case-insensitively (and after
   Unicode normalisation), so two inputs such as ``a.PNG`` and ``A.png`` never write the same
-  file on a case-insensitive filesystem (macOS, Windows, many object-store mounts).
+  file on a case-insensitive filesystem (macOS, Windows, many object-store mounts);
+- :func:`write_atomic`: a reader never sees half a file, and a writer killed half-way leaves
+  only a partial file the next write of the same output replaces (no orphans, no duplicates).
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Final
 
-__all__ = ["OutputNames", "name_key", "output_name", "safe_file_name", "safe_stem"]
+__all__ = [
+    "OutputNames",
+    "name_key",
+    "output_name",
+    "partial_name",
+    "safe_file_name",
+    "safe_stem",
+    "write_atomic",
+]
 
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM: Final = 100
@@ -76,3 +87,30 @@ class OutputNames:
             n += 1
             name = f"{stem}-{n}{suffix}"
         return name
+
+
+def partial_name(target: str | os.PathLike[str]) -> str:
+    """Where `target` is written before it is renamed into place: one name per output, hidden
+    (``.name.partial``), in the same folder (so the rename is atomic)."""
+    folder, name = os.path.split(os.fspath(target))
+    return os.path.join(folder, f".{name}.partial")
+
+
+def write_atomic(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` on a local disk atomically, creating its folder.
+
+    The partial file has one name per output: a writer killed half-way leaves a file the next
+    write replaces, not an orphan. A writer that finds another's partial takes it over; the
+    other's rename then fails with FileNotFoundError (bulk chunks retry: the outputs agree).
+    """
+    target = os.fspath(target)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    partial = partial_name(target)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        os.unlink(partial)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, target)
