@@ -8,6 +8,7 @@ models in its own process (embedded mode); set, it hands requests to `unpaired w
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -109,9 +110,11 @@ def _serve(settings: Any) -> None:
     url = f"http://{shown}:{settings.port}/"
 
     def announce(mode: str) -> None:
-        err.print(
-            f"unpaired is serving ({mode} mode): web page {url} · API docs {url}docs",
-        )
+        message = f"unpaired is serving ({mode} mode): web page {url} · API docs {url}docs"
+        if settings.log_format == "json":  # stderr is a log stream: every line one JSON object
+            logging.getLogger("unpaired.serve").info(message, extra={"url": url, "mode": mode})
+        else:
+            err.print(message)
 
     with user_errors():
         app = create_app(settings, on_ready=announce)

@@ -18,6 +18,9 @@ from service.settings import LogFormat
 __all__ = ["JsonFormatter", "configure_logging"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+#: Extras other libraries attach that a log pipeline must not get: uvicorn's ``color_message``
+#: repeats the message with ANSI colour escapes for its own terminal formatter.
+_DROPPED = frozenset({"color_message"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
