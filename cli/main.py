@@ -7,13 +7,16 @@ Errors a user can cause print one clear line and exit non-zero, never a tracebac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cli import export_cmd, jobs_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
+
+if TYPE_CHECKING:  # imported when a command runs: `unpaired --help` stays quick
+    from training.config import TrainConfig
 
 app = typer.Typer(
     name="unpaired",
@@ -126,6 +129,14 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="continue the run in this directory from its checkpoint")
     ] = None,
+    resume_or_start: Annotated[
+        bool,
+        typer.Option(
+            "--resume-or-start",
+            help="continue the run in --out from its newest checkpoint if it has one, else "
+            "start it (a retried Job); a checkpoint of another configuration is refused",
+        ),
+    ] = False,
     generator: Annotated[str | None, typer.Option(help="e.g. resnet_9blocks, unet_256")] = None,
     discriminator: Annotated[str | None, typer.Option(help="basic | n_layers | pixel")] = None,
     ngf: Annotated[int | None, typer.Option()] = None,
@@ -148,6 +159,7 @@ def train(
 ) -> None:
     """Train a CycleGAN or DiscoGAN on a folder dataset or a built-in synthetic pair."""
     from training.config import (
+        ConfigError,
         check_resume_compatible,
         load_config,
         parse_set_options,
@@ -179,33 +191,59 @@ def train(
     }
     with user_errors():
         flags.update(parse_set_options(set_ or []))
+        if resume is not None and resume_or_start:
+            raise ConfigError(
+                "--resume and --resume-or-start exclude each other: --resume RUN_DIR continues "
+                "a run from its saved config, --resume-or-start continues or starts --out"
+            )
         if resume is not None:
-            from training.checkpoint import CONFIG_FILE, latest_checkpoint
-
-            saved = load_config(latest_checkpoint(resume) / CONFIG_FILE)
             requested = {k: v for k, v in flags.items() if v is not None}
             requested.setdefault("out", resume)
             if config is not None:
                 requested = {**read_config_file(config), **requested}
-            cfg = check_resume_compatible(saved, requested)
+            cfg = check_resume_compatible(_saved_config(resume), requested)
         else:
             cfg = load_config(config, flags)
+            if resume_or_start:
+                resume = _resumable(cfg)
+                if resume is not None:
+                    cfg = check_resume_compatible(_saved_config(resume), cfg.model_dump())
         err.print(
             f"{'resuming' if resume else 'training'} {cfg.model} "
             f"({cfg.generator} / {cfg.discriminator}) on {cfg.dataset or cfg.dataroot} "
             f"-> {cfg.out}",
-            highlight=False,
         )
         try:
             result = run_training(cfg, resume=resume is not None, progress=progress)
         except TrainingInterrupted as stop:
+            again = "the same command" if resume_or_start else f"unpaired train --resume {cfg.out}"
             err.print(
                 f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}. "
-                f"Continue with: unpaired train --resume {cfg.out}",
-                highlight=False,
+                f"Continue with: {again}",
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
-    err.print(f"done: step {result.step}, checkpoint {result.checkpoint}", highlight=False)
+    err.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
+
+
+def _saved_config(run_dir: Path) -> TrainConfig:
+    """The config saved in the run's newest checkpoint."""
+    from training.checkpoint import CONFIG_FILE, latest_checkpoint
+    from training.config import load_config
+
+    return load_config(latest_checkpoint(run_dir) / CONFIG_FILE)
+
+
+def _resumable(cfg: TrainConfig) -> Path | None:
+    """--resume-or-start: `cfg.out` when it holds a checkpoint to continue, else None (start).
+
+    The whole config this command would train is then held against the checkpoint's, so only
+    what a resume may change can differ: the same refusal as --resume, naming the fields."""
+    from training.checkpoint import list_checkpoints
+
+    if not list_checkpoints(cfg.out):
+        return None
+    err.print(f"{cfg.out} holds a checkpoint: continuing that run")
+    return Path(cfg.out)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -246,5 +284,5 @@ def evaluate(
             f"{s.baseline_ssim:.3f}",
             f"{s.gain_db:+.2f}",
         )
-    err.print(f"{result.run_dir} (step {result.step})", highlight=False)
+    err.print(f"{result.run_dir} (step {result.step})")
     err.print(table)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ STATE_TENSORS_FILE = "state.safetensors"
 STATE_JSON_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 _PREFIX = "step_"
+_CHECKPOINT_NAME = re.compile(rf"{_PREFIX}\d+")
 
 
 class CheckpointError(ValueError):
@@ -50,11 +52,15 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first. A `step_N.tmp` folder, left by a process
+    killed while writing one (a retried Job's previous pod), is not a checkpoint."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
     found = [
-        p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / STATE_JSON_FILE).is_file()
+        p
+        for p in root.iterdir()
+        if _CHECKPOINT_NAME.fullmatch(p.name) and (p / STATE_JSON_FILE).is_file()
     ]
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 

@@ -297,18 +297,12 @@ def _train(
     if not resume and ckpt.list_checkpoints(run_dir):
         raise ckpt.CheckpointError(
             f"{run_dir} already holds a run; continue it with `unpaired train --resume {run_dir}` "
-            "or start a new one with another --out"
+            "(or --resume-or-start) or start a new one with another --out"
         )
     dataset = build_train_dataset(cfg)
-    trainer = Trainer(cfg, device, dist_info)
-    if resume:
-        trainer.resume_from(ckpt.latest_checkpoint(run_dir))
+    trainer = _start_trainer(cfg, device, dist_info, resume=resume)
     start = trainer.step_count
     main = dist_info.is_main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-        _truncate_loss_log(run_dir / LOSS_LOG, after_step=start)
     sampler = StepSampler(
         length=len(dataset),  # type: ignore[arg-type]
         batch_size=cfg.batch_size,
@@ -384,6 +378,37 @@ def _train(
     if writer is not None:
         writer.close()
     return TrainResult(run_dir, trainer.step_count, last_checkpoint, rate)
+
+
+def _start_trainer(
+    cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool
+) -> Trainer:
+    """The trainer at the step the run starts from (0, or its newest checkpoint's), the same on
+    every rank, and the run folder ready for this start."""
+    run_dir = Path(cfg.out)
+    trainer = Trainer(cfg, device, dist_info)
+    if resume:
+        trainer.resume_from(ckpt.latest_checkpoint(run_dir))
+    # each process looked at the run folder itself (`--resume-or-start` decides per process)
+    if not _same_on_every_rank(trainer.step_count, dist_info, device):
+        raise ckpt.CheckpointError(
+            f"the processes would start from different steps (rank {dist_info.rank}: step "
+            f"{trainer.step_count}): {run_dir} must be the same folder, on a shared volume, "
+            "for every node"
+        )
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+        _truncate_loss_log(run_dir / LOSS_LOG, after_step=trainer.step_count)
+    return trainer
+
+
+def _same_on_every_rank(value: int, info: DistInfo, device: torch.device) -> bool:
+    if not info.enabled:
+        return True
+    packed = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)  # (max, -min)
+    return int(packed[0]) == -int(packed[1])
 
 
 def _any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:

@@ -70,7 +70,8 @@ class Metrics:
         )
         self.workers = Gauge(
             "unpaired_workers",
-            "workers alive by their heartbeat and consuming the interactive queue (distributed)",
+            "workers alive by their heartbeat and consuming the interactive queue (distributed; "
+            "0 while the workers are scaled to zero)",
             registry=r,
         )
 

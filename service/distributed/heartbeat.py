@@ -1,4 +1,5 @@
-"""Which workers are alive, for ``/readyz`` and the ``unpaired_workers`` metric.
+"""Which workers are alive, for ``/readyz``'s report and the ``unpaired_workers`` metric (a
+count, not a condition of readiness: the workers may be scaled to zero).
 
 Each worker, once it consumes, writes its id into a sorted set scored by the time of its last
 beat (every ``heartbeat_s``) and a short-lived description (queues, models, host, pid). The API

@@ -8,6 +8,11 @@ sent, and an unreachable Redis answers
 :class:`~service.errors.BrokerUnavailable` at once; both are 503s with
 ``Retry-After``. The task expires at the request's deadline, so workers skip work nobody waits
 for any more.
+
+No live worker is not an error: workers may be scaled to zero (KEDA starts one when a queue is
+not empty), so a request waits in the queue for a worker until its deadline, then answers
+:class:`~service.errors.DeadlineExceeded` (504). Readiness therefore needs Redis only; the live
+workers are reported, not required.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from celery import states
@@ -42,9 +47,18 @@ from service.errors import BrokerUnavailable, DeadlineExceeded, QueueFull, Worke
 from service.inference.requests import Readiness, Translated, TranslationRequest
 from service.settings import Settings
 
-__all__ = ["RemoteTranslator", "async_redis"]
+__all__ = ["ACTIVITY_WINDOW_S", "RemoteTranslator", "activity_key", "async_redis"]
 
 log = logging.getLogger(__name__)
+
+ACTIVITY_WINDOW_S: Final = 300  # KEDA keeps a worker this long after the last request
+
+
+def activity_key(queue: str) -> str:
+    """A sorted set of the seconds in the last ACTIVITY_WINDOW_S in which `queue` got a request
+    (see :meth:`RemoteTranslator._mark_activity`); KEDA's redis trigger counts it (ZCARD)."""
+    return f"unpaired:activity:{queue}"
+
 
 _QUEUE_DEPTH_TTL_S = 0.05  # one LLEN per 50 ms is plenty to enforce the bound
 _BLOB_GRACE_S = 60  # input blobs outlive the deadline by this much (a redelivery may read them)
@@ -68,6 +82,18 @@ def async_redis(url: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+async def _by_deadline(reply: asyncio.Future[dict[str, Any]], deadline: float) -> dict[str, Any]:
+    """The reply, or DeadlineExceeded at `deadline` (time.time()). No worker may be running
+    (scaled to zero): the request waits in the queue for one, never past its deadline, when
+    its task expires too."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(loop.time() + deadline - time.time()):
+            return await reply
+    except TimeoutError:
+        raise DeadlineExceeded("no worker answered the request before its deadline") from None
+
+
 class RemoteTranslator:
     mode = "distributed"
 
@@ -87,6 +113,7 @@ class RemoteTranslator:
         self._depth = (0, -1.0)  # (length, when measured)
         self.ledger = DeliveryLedger(queue=settings.queue)
         self.resent = 0
+        self._marked = -1  # the last second _mark_activity wrote
         self._watchdog: asyncio.Task[None] | None = None
 
     @classmethod
@@ -112,12 +139,15 @@ class RemoteTranslator:
         task_id = uuid.uuid4().hex
         try:
             return await self._translate(task_id, request)
+        except DeadlineExceeded:
+            raise  # a TimeoutError, hence an OSError, but no fault of the broker
         except (RedisError, OSError, OperationalError) as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
 
     async def _translate(self, task_id: str, request: TranslationRequest) -> Translated:
         if await self.queue_depth(fresh=False) >= self.settings.max_queue:
             raise QueueFull(f"{self.settings.max_queue} requests are queued for the workers")
+        await self._mark_activity()
         ttl = int(request.deadline - time.time()) + _BLOB_GRACE_S
         image = await self.carrier.put_async(self.client, task_id, "in", request.data, ttl)
         try:
@@ -125,12 +155,31 @@ class RemoteTranslator:
                 await asyncio.get_running_loop().run_in_executor(
                     self._publisher, self._publish, task_id, request_payload(request, image)
                 )
-                meta = await reply
+                meta = await _by_deadline(reply, request.deadline)
         finally:
             self.ledger.forget(task_id)
             with contextlib.suppress(RedisError, OSError):
                 await self.carrier.discard_async(self.client, image)
         return await self._result(task_id, meta)
+
+    async def _mark_activity(self) -> None:
+        """Note that a request arrived this second (at most one write a second per process).
+
+        A warm worker takes a request off the queue within milliseconds, so KEDA, which polls
+        the queue's length every few seconds, would see it empty under light but steady traffic
+        and scale the last worker away: every later request would wait for a cold start. The
+        set of recent seconds with requests (trimmed here, and gone ACTIVITY_WINDOW_S after the
+        last one) keeps one worker while requests keep coming."""
+        now = int(time.time())
+        if now == self._marked:
+            return
+        self._marked = now
+        key = activity_key(self.settings.queue)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {str(now): now})
+            pipe.zremrangebyscore(key, "-inf", now - ACTIVITY_WINDOW_S)
+            pipe.expire(key, ACTIVITY_WINDOW_S)
+            await pipe.execute()
 
     def _publish(self, task_id: str, payload: dict[str, Any]) -> None:
         self.app.send_task(
@@ -188,6 +237,9 @@ class RemoteTranslator:
         return length
 
     async def readiness(self) -> Readiness:
+        """Ready when Redis answers. Workers are counted, not required: with none running a
+        request waits in the queue for one (until its deadline), which is what lets the
+        workers scale to zero while the API stays in its Service."""
         try:
             await self.client.ping()
             workers = await live_workers(
@@ -195,9 +247,10 @@ class RemoteTranslator:
             )
             depth = await self.queue_depth()
         except (RedisError, OSError) as exc:
-            return Readiness(False, {"broker": f"unreachable: {exc}", "workers": 0})
+            checks = {"broker": f"unreachable: {exc}", "workers": 0, "worker_names": []}
+            return Readiness(False, checks)
         return Readiness(
-            bool(workers),
+            True,
             {
                 "broker": "ok",
                 "workers": len(workers),

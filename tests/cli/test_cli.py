@@ -134,18 +134,100 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     assert read_losses(run)[-1]["step"] == stopped + 1
 
 
+def test_resume_or_start_starts_then_a_retry_continues_from_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """What a retried Kubernetes Job does: the same command again, after a SIGTERM."""
+    run = tmp_path / "run"
+    run.mkdir()  # an empty folder (a fresh volume) is a start, like a missing one
+    command = [sys.executable, "-m", "cli", "train", "--resume-or-start", "--dataset",
+               "day2night", "--max-steps", "60", "--out", str(run), *TINY_FLAGS]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "losses.jsonl").exists() or len(read_losses(run)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # what the kubelet sends a pod that is preempted
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "training cyclegan" in stderr and "Continue with: the same command" in stderr
+    stopped = read_losses(run)[-1]["step"]
+    assert 2 <= stopped < 60
+    logged = (run / "losses.jsonl").read_text().splitlines()
+    # a pod killed while writing its next checkpoint leaves a .tmp folder: not a checkpoint
+    partial = run / "checkpoints" / f"step_{stopped + 1:08d}.tmp"
+    partial.mkdir()
+    (partial / "state.json").write_text(json.dumps({"step": stopped + 1}))
+
+    retried = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert retried.returncode == 0, retried.stderr
+    assert "holds a checkpoint: continuing that run" in retried.stderr
+    assert "resuming cyclegan" in retried.stderr
+    lines = (run / "losses.jsonl").read_text().splitlines()
+    # the first steps were not trained again (a restart would log them anew, other img/s)
+    assert lines[: len(logged)] == logged
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, 61))
+    assert (run / "checkpoints" / "step_00000060" / "weights.safetensors").is_file()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr  # done already: nothing left to train
+    assert "done: step 60" in again.stderr
+    assert (run / "losses.jsonl").read_text().splitlines() == lines
+
+
+def test_resume_or_start_refuses_a_checkpoint_of_another_configuration(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = unpaired(
+        "train", "--dataset", "day2night", "--max-steps", "1", "--out", run, *TINY_FLAGS
+    )
+    assert first.returncode == 0, first.stderr
+    before = (run / "losses.jsonl").read_text()
+    other: list[str | Path] = [
+        "--dataset",
+        "day2night",
+        "--max-steps",
+        "2",
+        "--out",
+        run,
+        *TINY_FLAGS,
+    ]
+    assert_user_error(
+        unpaired("train", "--resume-or-start", *other, "--ngf", "8"),
+        "ngf: run has 4, asked for 8",
+    )
+    assert_user_error(
+        unpaired("train", "--resume-or-start", *other, "--set", "lambda_cycle=5"),
+        "lambda_cycle: run has 10.0, asked for 5",
+    )
+    assert (run / "losses.jsonl").read_text() == before  # refused before anything was written
+    assert_user_error(unpaired("train", "--resume-or-start", "--resume", run), "exclude each other")
+    # what a resume may change, it may: a longer run
+    longer = unpaired("train", "--resume-or-start", *other)
+    assert longer.returncode == 0, longer.stderr
+    assert [r["step"] for r in read_losses(run)] == [1, 2]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
 def test_torchrun_ddp_on_cpu_then_resume_in_one_process(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     torchrun = Path(sys.executable).parent / "torchrun"
+    # as the training Job runs it (deploy/k8s/training/job.yaml): every rank decides by itself
+    # whether to resume, and the ranks check that they agree on the step they start from
+    launch = [
+        str(torchrun), "--nproc-per-node", "2", "--standalone", "-m", "cli", "train",
+        "--resume-or-start", "--dataset", "day2night", "--out", str(run), *TINY_FLAGS,
+    ]  # fmt: skip
     result = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--standalone", "-m", "cli", "train",
-         "--dataset", "day2night", "--max-steps", "3", "--out", str(run), *TINY_FLAGS],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [*launch, "--max-steps", "3"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["step"] for r in read_losses(run)] == [1, 2, 3]
+    retried = subprocess.run(
+        [*launch, "--max-steps", "4"], capture_output=True, text=True, timeout=300
+    )
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "resuming" in retried.stderr
+    assert [r["step"] for r in read_losses(run)] == [1, 2, 3, 4]
     resumed = unpaired("train", "--resume", run, "--max-steps", "5", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert [r["step"] for r in read_losses(run)] == [1, 2, 3, 4, 5]

@@ -451,23 +451,44 @@ def test_workers_get_a_gpu_each() -> None:
     assert "replicas" not in the("Deployment", "unpaired-worker")["spec"], "KEDA owns it"
 
 
-def test_keda_scales_the_workers_on_both_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+# the fields KEDA's `redis` scaler reads (pkg/scalers/redis_scaler.go, KEDA 2.x): trigger
+# metadata is a free string map in the CRD schema, so a misspelt field would pass it unnoticed
+REDIS_SCALER_FIELDS = {
+    "address", "addresses", "host", "hosts", "port", "ports", "username", "password",
+    "listName", "listLength", "activationListLength", "databaseIndex", "enableTLS", "unsafeSsl",
+    "sentinelUsername", "sentinelPassword", "sentinelMaster",
+}  # fmt: skip
+
+
+def test_keda_scales_the_workers_from_zero_on_both_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.distributed.remote_translator import ACTIVITY_WINDOW_S, activity_key
+
     settings = settings_of(worker(), monkeypatch)
     broker = urlsplit(settings.broker_url or "")
     scaled = the("ScaledObject", "unpaired-worker")["spec"]
-    assert scaled["minReplicaCount"] >= 1, "/readyz needs a live worker"
+    # /readyz needs Redis only: no worker is needed for the API to serve (requests wait)
+    assert scaled["minReplicaCount"] == 0, "idle GPUs cost money: scale the workers to zero"
+    assert scaled["maxReplicaCount"] >= 1
     triggers = {t["metadata"]["listName"]: t for t in scaled["triggers"]}
-    assert sorted(triggers) == sorted([settings.queue, settings.bulk_queue])
+    activity = activity_key(settings.queue)
+    assert sorted(triggers) == sorted([settings.queue, settings.bulk_queue, activity])
     assert settings.queue == Settings.model_fields["queue"].default
     assert settings.bulk_queue == Settings.model_fields["bulk_queue"].default
     for trigger in triggers.values():
         assert trigger["type"] == "redis"
         meta = trigger["metadata"]
+        assert set(meta) <= REDIS_SCALER_FIELDS, set(meta) - REDIS_SCALER_FIELDS
         assert meta["address"] == broker.netloc, "KEDA must watch the broker of the ConfigMap"
         assert int(meta.get("databaseIndex", 0)) == int(broker.path.strip("/") or 0)
         assert int(meta["listLength"]) >= 1
+        # active (0 -> 1) when the count exceeds the threshold: one waiting message must wake
+        # a worker, or a smaller backlog would wait at zero workers for ever
+        assert int(meta["activationListLength"]) == 0
     # the waiting requests one worker would take in one go: no more than its prefetch
     assert int(triggers[settings.queue]["metadata"]["listLength"]) <= settings.prefetch
+    # recent requests (one member per second of the window, a few more with API clocks
+    # apart) keep one worker, never more: ceil(count / listLength) stays 1
+    assert int(triggers[activity]["metadata"]["listLength"]) > ACTIVITY_WINDOW_S + 10
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -519,6 +540,21 @@ def test_the_training_job_trains_on_the_gpus_it_requests(tmp_path: Path) -> None
     mount_of(train, str(cfg.dataroot))
     assert not mount_of(train, str(cfg.out)).get("readOnly")
     assert pod["restartPolicy"] == "Never"
+    assert_retries_continue_the_run(job["spec"], params)
+
+
+def assert_retries_continue_the_run(spec: Doc, params: Mapping[str, Any]) -> None:
+    """A Job that retries must continue the run in its folder: plain `train` refuses a folder
+    that holds checkpoints, `--resume-or-start` continues it (or starts an empty one)."""
+    assert spec["backoffLimit"] > 0, "a failed pod must be retried"
+    assert params["resume_or_start"], "a retry must continue the run, not refuse its folder"
+    assert params["resume"] is None
+    rules = spec.get("podFailurePolicy", {"rules": []})["rules"]
+    disruption = {"type": "DisruptionTarget", "status": "True"}
+    disruptions = [r for r in rules if disruption in r.get("onPodConditions", [])]
+    assert [r["action"] for r in disruptions] == ["Ignore"], "preemptions must cost no retry"
+    # the replacement starts once the failed pod stopped: never beside one still checkpointing
+    assert spec.get("podReplacementPolicy", "Failed") == "Failed"
 
 
 def test_the_training_job_publishes_into_the_served_store(tmp_path: Path) -> None:
@@ -574,6 +610,7 @@ def test_the_multi_node_example_runs_the_same_commands(tmp_path: Path) -> None:
     assert host == f"{job['metadata']['name']}-0.{name}" == f"{name}-0.{name}"
     assert spec["template"]["spec"]["subdomain"] == name
     params = parse_cli("train", launch.training_script_args)
+    assert_retries_continue_the_run(spec, params)
     text = the("ConfigMap", "unpaired-train-config")["data"][params["config"].name]
     cfg = train_config(params, text, tmp_path)
     (export,) = [words for words in commands if words[:2] == ["unpaired", "export"]]

@@ -21,9 +21,11 @@ async def healthz() -> Health:
     "/readyz",
     summary="The service can translate now",
     description=(
-        "Embedded mode: the models are loaded and warmed. Distributed mode: Redis answers and "
-        "at least one worker consuming the interactive queue sent a heartbeat recently. "
-        "503 with the same body while not ready."
+        "Embedded mode: the models are loaded and warmed. Distributed mode: Redis answers; "
+        "workers may be scaled to zero (a request then waits in the queue for one until its "
+        "deadline), so `checks.workers` and `checks.worker_names` report the workers "
+        "consuming the interactive queue whose heartbeat is recent, without deciding "
+        "readiness. 503 with the same body while not ready."
     ),
     responses={503: {"model": ReadinessReport, "description": "not ready (yet)"}},
 )

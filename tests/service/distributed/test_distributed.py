@@ -267,7 +267,8 @@ def test_serve_with_workers_runs_a_private_redis_and_stops_it(
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(f"{url}/readyz", timeout=2)  # ready before any worker is
+                if ready.status_code == 200 and ready.json()["checks"]["workers"] == 1:
                     break
             time.sleep(0.2)
         children = psutil.Process(stack.pid).children(recursive=True)
