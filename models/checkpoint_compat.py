@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.instancenorm import _InstanceNorm
+
+from models.layers import BATCH_NORMS, INSTANCE_NORMS
 
 _WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 _RUNNING_STAT_SUFFIXES: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
@@ -64,7 +64,7 @@ def _drop_instance_norm_stats(net: nn.Module, state_dict: dict[str, Tensor]) -> 
     stale = {
         f"{name}.{suffix}"
         for name, m in net.named_modules()
-        if isinstance(m, _InstanceNorm) and not m.track_running_stats
+        if isinstance(m, INSTANCE_NORMS) and not m.track_running_stats
         for suffix in _RUNNING_STAT_SUFFIXES
     }
     return OrderedDict((k, v) for k, v in state_dict.items() if k not in stale)
@@ -80,7 +80,7 @@ def _fill_batch_counters(net: nn.Module, state_dict: dict[str, Tensor]) -> dict[
     for name, m in net.named_modules():
         key = f"{name}.num_batches_tracked"
         covered = f"{name}.running_mean" in out  # only layers the checkpoint does hold
-        if isinstance(m, _BatchNorm) and m.track_running_stats and covered and key not in out:
+        if isinstance(m, BATCH_NORMS) and m.track_running_stats and covered and key not in out:
             out[key] = torch.tensor(0, dtype=torch.long)
     return out
 

@@ -186,7 +186,7 @@ def _float_to_rgb(img: Image.Image) -> Image.Image:
     return _gray_to_rgb(np.rint(values).astype(np.uint8))
 
 
-def _colour_to_rgb(img: Image.Image) -> Image.Image:
+def colour_to_rgb(img: Image.Image) -> Image.Image:
     """Convert an image without an alpha channel to RGB, choosing the rule per mode."""
     mode = img.mode
     if mode == "RGB":
@@ -221,7 +221,7 @@ def _split_oriented(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         return img.convert("RGB"), img.getchannel("A")
     if img.mode == "LA":
         return img.getchannel("L").convert("RGB"), img.getchannel("A")
-    return _colour_to_rgb(img), None
+    return colour_to_rgb(img), None
 
 
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
+
+from models.layers import BATCH_NORMS, CONVOLUTIONS
 
 INIT_TYPES: tuple[str, ...] = ("normal", "xavier", "kaiming", "orthogonal")
 
@@ -22,7 +22,7 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
         )
 
     def init_module(m: nn.Module) -> None:
-        if isinstance(m, _ConvNd | nn.Linear):
+        if isinstance(m, (*CONVOLUTIONS, nn.Linear)):
             if init_type == "normal":
                 nn.init.normal_(m.weight, 0.0, init_gain)
             elif init_type == "xavier":
@@ -33,7 +33,7 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
                 nn.init.orthogonal_(m.weight, gain=init_gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _BatchNorm) and m.affine:
+        elif isinstance(m, BATCH_NORMS) and m.affine:
             nn.init.normal_(m.weight, 1.0, init_gain)
             nn.init.zeros_(m.bias)
 

@@ -15,6 +15,17 @@ NormLayer = Callable[[int], nn.Module]
 """Builds a norm layer for a given number of channels."""
 
 NORM_TYPES: tuple[str, ...] = ("instance", "batch", "none")
+
+#: Layer families by torch's public classes (for isinstance checks in init and loading).
+CONVOLUTIONS = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+)  # fmt: skip
+BATCH_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+)  # fmt: skip
+INSTANCE_NORMS = (
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+)  # fmt: skip
 PADDING_TYPES: tuple[str, ...] = ("reflect", "replicate", "zero")
 
 

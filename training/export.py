@@ -154,7 +154,7 @@ def _export(
     return model
 
 
-def _export_graph(net: nn.Module, architecture: Architecture, opset: int) -> onnx.ModelProto:
+def export_graph(net: nn.Module, architecture: Architecture, opset: int) -> onnx.ModelProto:
     """The generator as users expect it: input (N, 3, H, W) -> output (N, 3, H, W)."""
     return _export(
         net,
@@ -328,7 +328,7 @@ def _export_direction(
 ) -> tuple[DirectionFiles, dict[str, float]]:
     net = net.to("cpu").eval()
     inputs = _parity_inputs(architecture)
-    model = _export_graph(net, architecture, options.opset)
+    model = export_graph(net, architecture, options.opset)
     _check(model, f"{direction} fp32")
     parity = {"fp32_max_abs": _max_abs_diff(model, net, inputs)}
     _require(parity, "fp32_max_abs", options.fp32_tolerance, f"{direction}: ONNX fp32 output")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from celery import Celery
 
 from service.distributed.bulk_task import BulkSlots, register_bulk_task
 from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
@@ -41,8 +42,6 @@ def default_worker_name() -> str:
 def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | None = None) -> None:
     """Load the models, then consume `queues` until stopped (default: the interactive queue,
     then the bulk queue; Redis is asked in that order, so interactive requests go first)."""
-    from celery.signals import task_received, worker_ready, worker_shutdown
-
     configure_logging(settings.log_format, settings.log_level)
     favour_interactive()
     assert settings.broker_url is not None
@@ -53,6 +52,39 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     client = redis.Redis.from_url(
         settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=10
     )
+    _register_tasks(app, settings, translator, client)
+    heartbeat = WorkerHeartbeat(
+        client,
+        name,
+        {
+            "queues": queues,
+            "engines": translator.pool.describe(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "max_batch": settings.max_batch,
+            "prefetch": settings.prefetch,
+        },
+        interval=settings.heartbeat_s,
+    )
+    _connect_signals(name, queues, translator, client, heartbeat)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={name}",
+            "--pool=threads",  # never fork: a CUDA context must not be inherited
+            f"--concurrency={settings.prefetch}",
+            f"--queues={','.join(queues)}",
+            f"--loglevel={settings.log_level.upper()}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+def _register_tasks(
+    app: Celery, settings: Settings, translator: LocalTranslator, client: redis.Redis
+) -> None:
+    """The interactive task and the bulk-job task, on this worker's translator."""
     register_translate_task(
         app,
         translator,
@@ -68,23 +100,22 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
         backoff_cap=settings.visibility_timeout_s / 2,  # an ETA past it would be redelivered
         slots=BulkSlots(app, settings.bulk_queue, settings.bulk_concurrency),
     )
-    engines = translator.pool.describe()
-    heartbeat = WorkerHeartbeat(
-        client,
-        name,
-        {
-            "queues": queues,
-            "engines": engines,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "max_batch": settings.max_batch,
-            "prefetch": settings.prefetch,
-        },
-        interval=settings.heartbeat_s,
-    )
+
+
+def _connect_signals(
+    name: str,
+    queues: list[str],
+    translator: LocalTranslator,
+    client: redis.Redis,
+    heartbeat: WorkerHeartbeat,
+) -> None:
+    """Beat once consuming; stop beating and finish the held requests on shutdown; tell the
+    API's delivery ledger as soon as an interactive message is in this worker's hands."""
+    from celery.signals import task_received, worker_ready, worker_shutdown
 
     def on_ready(**_: Any) -> None:
         heartbeat.start()
+        engines = translator.pool.describe()
         log.info(
             "worker %s consuming %s with %d engine(s)",
             name,
@@ -110,15 +141,3 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     task_received.connect(on_received, weak=False)
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
-    app.worker_main(
-        [
-            "worker",
-            f"--hostname={name}",
-            "--pool=threads",  # never fork: a CUDA context must not be inherited
-            f"--concurrency={settings.prefetch}",
-            f"--queues={','.join(queues)}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )

@@ -41,7 +41,7 @@ from service.errors import BackendUnavailableError, EngineError
 from service.inference import image_io, tiling
 from service.inference.image_io import DecodedImage
 from service.settings import BackendName, DeviceName, PrecisionName, Settings
-from service.store.model_store import ModelStore, StoredModel
+from service.store.model_store import StoredModel
 
 __all__ = ["Engine", "EngineOptions", "Runner"]
 
@@ -320,12 +320,6 @@ class Engine:
         self.direction = direction
         self.options = options
         self.runner = _make_runner(model, direction, options)
-
-    @classmethod
-    def from_store(
-        cls, store: ModelStore, name: str, direction: str, options: EngineOptions = EngineOptions()
-    ) -> Engine:
-        return cls(store.open(name), direction, options)
 
     @property
     def manifest(self) -> ModelManifest:

@@ -185,7 +185,12 @@ class LocalTranslator:
 
     async def readiness(self) -> Readiness:
         engines = self.pool.describe()
-        return Readiness(bool(engines), {"engines": engines, "queue": self.batcher.pending})
+        checks = {
+            "engines": engines,
+            "queue": self.batcher.pending,  # interactive requests waiting for the engine
+            "bulk_queue": self.batcher.background_pending,  # bulk images waiting behind them
+        }
+        return Readiness(bool(engines), checks)
 
     async def queue_depth(self) -> int:
         return self.batcher.pending

@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import data
 
 from tests.cli.test_cli import assert_user_error, unpaired
-from tests.training.test_export import REFERENCE, _upstream_state_dict
+from tests.training.test_export import REFERENCE, upstream_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_translate_missing_input_fails_without_traceback(exported: Path, tmp_pat
 
 
 def test_export_from_public_pth_then_translate_one_way(tmp_path: Path) -> None:
-    torch.save(_upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt"), tmp_path / "g.pth")
+    torch.save(upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt"), tmp_path / "g.pth")
     store = tmp_path / "store"
     result = unpaired(
         "export", "--from-pth", tmp_path / "g.pth", "--arch", "resnet_6blocks",

@@ -147,10 +147,10 @@ def test_unsupported_mode_raises() -> None:
     # Every mode Pillow can construct is handled, so feed the mode dispatcher a fake image.
     from types import SimpleNamespace
 
-    from models.imaging import _colour_to_rgb
+    from models.imaging import colour_to_rgb
 
     with pytest.raises(UnsupportedImageError, match="BGR;15"):
-        _colour_to_rgb(SimpleNamespace(mode="BGR;15"))  # type: ignore[arg-type]
+        colour_to_rgb(SimpleNamespace(mode="BGR;15"))  # type: ignore[arg-type]
 
 
 def test_bad_background_rejected() -> None:

@@ -133,13 +133,13 @@ def test_manifest_records_every_file_and_the_rules(exported_model: Path) -> None
 def test_export_refuses_a_graph_that_does_not_reproduce_the_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_export = export_module._export_graph
+    real_export = export_module.export_graph
 
     def export_a_different_network(net, architecture, opset):  # type: ignore[no-untyped-def]
         torch.manual_seed(123)
         return real_export(build_generator("resnet_6blocks", ngf=4).eval(), architecture, opset)
 
-    monkeypatch.setattr(export_module, "_export_graph", export_a_different_network)
+    monkeypatch.setattr(export_module, "export_graph", export_a_different_network)
     with pytest.raises(ParityError, match="differs from PyTorch"):
         export_tiny_model(tmp_path)
     assert not (tmp_path / "tiny" / MANIFEST_FILE).exists()
@@ -166,7 +166,7 @@ def test_export_run_carries_the_training_config(tiny_config, tmp_path: Path) -> 
     assert manifest.architecture.generator == cfg.generator
 
 
-def _upstream_state_dict(listing: Path) -> dict[str, torch.Tensor]:
+def upstream_state_dict(listing: Path) -> dict[str, torch.Tensor]:
     """A state dict with exactly the keys and shapes of a public junyanz checkpoint."""
     generator = torch.Generator().manual_seed(0)
     state = {}
@@ -179,7 +179,7 @@ def _upstream_state_dict(listing: Path) -> dict[str, torch.Tensor]:
 
 def test_export_from_public_pth_file(tmp_path: Path) -> None:
     """horse2zebra.pth-style files: upstream keys, old InstanceNorm stats, a DataParallel prefix."""
-    state = _upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
+    state = upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
     saved = {f"module.{k}": v for k, v in state.items()}
     saved["module.model.2.running_mean"] = torch.zeros(64)  # pre-0.4 PyTorch checkpoints
     torch.save(saved, tmp_path / "horse2zebra.pth")
@@ -202,7 +202,7 @@ def test_export_from_public_pth_file(tmp_path: Path) -> None:
 
 
 def test_export_from_pth_of_another_architecture_names_the_keys(tmp_path: Path) -> None:
-    state = _upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
+    state = upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
     torch.save(state, tmp_path / "six.pth")
     arch = Architecture(generator="resnet_9blocks", ngf=64, norm="instance")
     with pytest.raises(IncompatibleCheckpointError, match="missing keys"):
