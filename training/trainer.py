@@ -23,14 +23,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
 from .data import StepSampler, build_train_dataset
-from .distributed import DistInfo, barrier, init_distributed, mean_across_ranks, shutdown
+from .ddp import DistInfo, barrier, init_distributed, mean_across_ranks, shutdown
 from .image_pool import ImagePool
 from .networks import DiscriminatorPair, GeneratorPair, Networks, build_networks
 
@@ -303,25 +303,7 @@ def _train(
     trainer = _start_trainer(cfg, device, dist_info, resume=resume)
     start = trainer.step_count
     main = dist_info.is_main
-    sampler = StepSampler(
-        length=len(dataset),  # type: ignore[arg-type]
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        start_step=start,
-        stop_step=cfg.max_steps,
-        rank=dist_info.rank,
-        world_size=dist_info.world_size,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.num_workers > 0,
-        # its own generator: creating the iterator must not draw from the global RNG, which
-        # a resumed run has just restored (dropout and the GP mixing draw from it)
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    loader = _step_loader(cfg, dataset, start, dist_info, device)
     writer = _summary_writer(run_dir) if main else None
     bar = tqdm(
         total=cfg.max_steps,
@@ -378,6 +360,36 @@ def _train(
     if writer is not None:
         writer.close()
     return TrainResult(run_dir, trainer.step_count, last_checkpoint, rate)
+
+
+def _step_loader(
+    cfg: TrainConfig,
+    dataset: Dataset[Any],
+    start: int,
+    dist_info: DistInfo,
+    device: torch.device,
+) -> DataLoader[Any]:
+    """Batches for steps `start`..`max_steps` of this rank, the same whether or not the run
+    was resumed (see :class:`StepSampler`)."""
+    sampler = StepSampler(
+        length=len(dataset),  # type: ignore[arg-type]
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        start_step=start,
+        stop_step=cfg.max_steps,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+        # its own generator: creating the iterator must not draw from the global RNG, which
+        # a resumed run has just restored (dropout and the GP mixing draw from it)
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
 def _start_trainer(
