@@ -60,8 +60,9 @@ test: install system-deps
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --durations=15
 
+## bench: training throughput on this machine (the others: docs/benchmarks.md)
 bench: install
-	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python -m bench.train_throughput
 
 clean:
 	rm -rf $(VENV) runs data model-store demo

@@ -48,10 +48,10 @@ Checks printed at the end (PASS/FAIL, with the numbers):
   failed == 0; the latency jobs failed == 0 (and done == images if they finished); the CLI wrote
   every image; every interactive answer a PNG of the input's size.
 
-    python bench/bulk.py                                  # 1,000 images, every mode
-    python bench/bulk.py --modes embedded --images 5000
-    python bench/bulk.py --quick                          # smoke run, a few minutes
-    python bench/bulk.py --json-out docs/bulk_cpu.json
+    python -m bench.bulk                                  # 1,000 images, every mode
+    python -m bench.bulk --modes embedded --images 5000
+    python -m bench.bulk --quick                          # smoke run, a few minutes
+    python -m bench.bulk --json-out docs/bulk_cpu.json
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ import math
 import os
 import resource
 import shutil
-import signal
-import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,26 +79,28 @@ import httpx
 from rich.markup import escape
 from rich.table import Column, Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.harness import (
     MODEL,
     PHOTOS,
-    Child,
     ClosedLoop,
+    Service,
+    ServiceFailure,
+    answer_measures,
+    answer_problem,
     cpu_name,
     err,
     export_bench_model,
     photo_crops,
-    png_problem,
     png_size,
     report_json,
     run_async,
+    running_service,
     service_env,
     stop_all,
+    tails,
+    terminate_on_sigterm,
     unpaired,
 )
-from cli.local_redis import LocalRedis, free_port
 from service.jobs.records import TERMINAL as JOB_FINISHED
 
 MARGIN = 8  # the photo crops are made this much larger, then cut at offsets 0..MARGIN
@@ -131,16 +131,6 @@ MODES: dict[str, Mode] = {
         Mode("distributed-2", 2, False),
     )
 }
-
-
-class ServiceFailure(RuntimeError):
-    """The service misbehaved (an error answer, a stuck job, a process that died)."""
-
-
-def tails(processes: Sequence[Child], chars: int = 2500) -> str:
-    return "\n".join(
-        f"--- {p.log.name} (last {chars} chars) ---\n{p.tail(chars)}" for p in processes
-    )
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -226,70 +216,6 @@ def run_cli(
         "cpu_s": cpu,
         "engine": {k: v for k, v in summary.items() if k not in ("written", "failed", "seconds")},
     }
-
-
-# --- processes ----------------------------------------------------------------------------------
-
-
-def wait_ready(server: Child, url: str, workers: int, others: Sequence[Child]) -> None:
-    """Until /readyz answers 200 (and, distributed, names `workers` live workers)."""
-    deadline = time.monotonic() + 180
-    last: object = None
-    while time.monotonic() < deadline:
-        for process in (server, *others):
-            process.check_alive()
-        try:
-            response = httpx.get(f"{url}/readyz", timeout=2)
-            last = response.text
-            if response.status_code == 200:
-                live = response.json().get("checks", {}).get("workers", 0)
-                if workers == 0 or live >= workers:
-                    return
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise ServiceFailure(f"the service did not get ready: {last}\n{tails([server, *others])}")
-
-
-@dataclass
-class Service:
-    url: str
-    processes: list[Child]  # the server first
-
-    def cpu_seconds(self) -> float:
-        return sum(p.cpu_seconds() for p in self.processes)
-
-    def check_alive(self) -> None:
-        for process in self.processes:
-            try:
-                process.check_alive()
-            except RuntimeError as exc:
-                raise ServiceFailure(f"{exc}\n{tails(self.processes)}") from None
-
-
-@contextmanager
-def running_service(mode: Mode, settings: Mapping[str, object], folder: Path) -> Iterator[Service]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:  # unwinds in reverse: server, then workers, then redis
-        settings = dict(settings)
-        workers: list[Child] = []
-        if mode.workers:
-            redis_server = stack.enter_context(LocalRedis(folder / "redis"))
-            settings["broker_url"] = redis_server.url
-            env = service_env(settings)
-            workers = [
-                unpaired(["worker", "--name", f"bench-{i}"], env, folder / f"worker-{i}.log")
-                for i in range(mode.workers)
-            ]
-            stack.callback(stop_all, workers)
-        port = free_port()
-        server = unpaired(
-            ["serve", "--port", str(port)], service_env(settings), folder / "server.log"
-        )
-        stack.callback(stop_all, [server])
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url, mode.workers, workers)
-        yield Service(url, [server, *workers])
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -421,25 +347,9 @@ async def closed_loop(
                 except httpx.HTTPError as exc:
                     load.finish(phase, sent, type(exc).__name__)
                     continue
-                problem: str | None
-                if response.status_code != 200:
-                    problem = f"HTTP {response.status_code}"
-                    with suppress(Exception):
-                        problem += f" {response.json()['error']['code']}"
-                else:
-                    problem = png_problem(response.content, size)
-                h = response.headers
+                problem = answer_problem(response, size)
                 load.finish(
-                    phase,
-                    sent,
-                    problem,
-                    {  # where the time went, as the service reports it
-                        "batch": int(h.get("x-batch-size", 0)),
-                        "queue_ms": 1000 * float(h.get("x-queue-seconds", 0)),
-                        "engine_ms": 1000 * float(h.get("x-engine-seconds", 0)),
-                    }
-                    if problem is None
-                    else None,
+                    phase, sent, problem, answer_measures(response) if problem is None else None
                 )
 
         async def watch() -> None:
@@ -518,75 +428,84 @@ def latency_during_job(
 # --- report -------------------------------------------------------------------------------------
 
 
-def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+Check = dict[str, Any]
+
+
+def check_throughput(mode: str, row: dict[str, Any] | None, cli: dict[str, Any]) -> Check:
+    name = f"bulk {mode} >= {THROUGHPUT_TARGET:.0%} of the CLI's images/s"
+    if row is None:
+        return {"name": name, "passed": None, "detail": "not measured"}
+    if row.get("error") or not (row.get("bulk") or {}).get("images_per_s"):
+        return {"name": name, "passed": False, "detail": row.get("error", "no rate")}
+    bulk = row["bulk"]
+    return {
+        "name": name,
+        "passed": bulk["vs_cli"] >= THROUGHPUT_TARGET,
+        "value": bulk["vs_cli"],
+        "detail": f"{bulk['images_per_s']:.1f} / {cli['images_per_s']:.1f} img/s = "
+        f"{bulk['vs_cli']:.0%} (vs the CLI's loop alone: {bulk['vs_cli_loop']:.0%})",
+    }
+
+
+def check_latency(mode: str, row: dict[str, Any] | None) -> Check:
+    name = f"interactive p95 during a job <= {LATENCY_TARGET:g}x idle ({mode})"
+    if row is None:
+        return {"name": name, "passed": None, "detail": "not measured"}
+    if row.get("error") and not row.get("latency"):
+        return {"name": name, "passed": False, "detail": row["error"]}
+    latency = row.get("latency") or {}
+    idle, during = latency.get("idle"), latency.get("during")
+    if not idle or not during or not during.get("ok") or not idle.get("ok"):
+        return {
+            "name": name,
+            "passed": None if not row.get("error") else False,
+            "detail": "no measurement"
+            + (f" (job ended {during['job_ended_in']})" if during else ""),
+        }
+    if during.get("job_ended_in") == "warmup":
+        return {
+            "name": name,
+            "passed": None,
+            "detail": "the job ended during the warm-up: nothing measured during a job "
+            "(use more --images)",
+        }
+    ratio = latency["p95_ratio"]
+    detail = (
+        f"p95 {during['p95_ms']:.1f} ms during / {idle['p95_ms']:.1f} ms idle = {ratio:.2f}x "
+        f"(p50 {during['p50_ms']:.1f} / {idle['p50_ms']:.1f} ms; {during['ok']} requests "
+        f"in {during['window_s']:.1f} s"
+    )
+    if during.get("job_ended_in") == "measure":
+        detail += ", the job ended inside the window: window cut short"
+    return {"name": name, "passed": ratio <= LATENCY_TARGET, "value": ratio, "detail": detail + ")"}
+
+
+def row_problems(row: dict[str, Any]) -> tuple[list[str], int]:
+    """What is wrong with one mode's jobs and answers, and how many jobs were checked."""
+    problems, checked = [], 0
+    if row.get("error"):
+        problems.append(f"{row['mode']}: {row['error'].splitlines()[0]}")
+    bulk = row.get("bulk")
+    if bulk:
+        checked += 1
+        if bulk["problem"]:
+            problems.append(f"{row['mode']} job: {bulk['problem']}")
+    for phase, cell in (row.get("latency") or {}).items():
+        if not isinstance(cell, dict):
+            continue
+        if cell.get("errors") or cell.get("warmup_errors"):
+            problems.append(
+                f"{row['mode']} interactive {phase}: {cell['error_kinds']} {cell['warmup_errors']}"
+            )
+        if "job" in cell:
+            checked += 1
+            if cell["job"]["problem"]:
+                problems.append(f"{row['mode']} latency job: {cell['job']['problem']}")
+    return problems, checked
+
+
+def check_correct(result: dict[str, Any]) -> Check:
     cli = result["cli"]
-    rows = {r["mode"]: r for r in result["rows"]}
-    for mode in ("embedded", "distributed-1"):
-        name = f"bulk {mode} >= {THROUGHPUT_TARGET:.0%} of the CLI's images/s"
-        row = rows.get(mode)
-        if row is None:
-            out.append({"name": name, "passed": None, "detail": "not measured"})
-        elif row.get("error") or not (row.get("bulk") or {}).get("images_per_s"):
-            out.append({"name": name, "passed": False, "detail": row.get("error", "no rate")})
-        else:
-            bulk = row["bulk"]
-            out.append(
-                {
-                    "name": name,
-                    "passed": bulk["vs_cli"] >= THROUGHPUT_TARGET,
-                    "value": bulk["vs_cli"],
-                    "detail": f"{bulk['images_per_s']:.1f} / {cli['images_per_s']:.1f} img/s = "
-                    f"{bulk['vs_cli']:.0%} (vs the CLI's loop alone: {bulk['vs_cli_loop']:.0%})",
-                }
-            )
-    for mode in ("embedded", "distributed-1"):
-        name = f"interactive p95 during a job <= {LATENCY_TARGET:g}x idle ({mode})"
-        row = rows.get(mode)
-        if row is None:
-            out.append({"name": name, "passed": None, "detail": "not measured"})
-            continue
-        if row.get("error") and not row.get("latency"):
-            out.append({"name": name, "passed": False, "detail": row["error"]})
-            continue
-        latency = row.get("latency") or {}
-        idle, during = latency.get("idle"), latency.get("during")
-        if not idle or not during or not during.get("ok") or not idle.get("ok"):
-            out.append(
-                {
-                    "name": name,
-                    "passed": None if not row.get("error") else False,
-                    "detail": "no measurement"
-                    + (f" (job ended {during['job_ended_in']})" if during else ""),
-                }
-            )
-            continue
-        if during.get("job_ended_in") == "warmup":
-            out.append(
-                {
-                    "name": name,
-                    "passed": None,
-                    "detail": "the job ended during the warm-up: nothing measured during a job "
-                    "(use more --images)",
-                }
-            )
-            continue
-        ratio = latency["p95_ratio"]
-        detail = (
-            f"p95 {during['p95_ms']:.1f} ms during / {idle['p95_ms']:.1f} ms idle = {ratio:.2f}x "
-            f"(p50 {during['p50_ms']:.1f} / {idle['p50_ms']:.1f} ms; {during['ok']} requests "
-            f"in {during['window_s']:.1f} s"
-        )
-        if during.get("job_ended_in") == "measure":
-            detail += ", the job ended inside the window: window cut short"
-        out.append(
-            {
-                "name": name,
-                "passed": ratio <= LATENCY_TARGET,
-                "value": ratio,
-                "detail": detail + ")",
-            }
-        )
     problems = []
     wrote = {cli["written"], cli["files_out"], result["images"]}
     if cli["exit_code"] or cli["failed"] or len(wrote) != 1:
@@ -596,36 +515,27 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     checked = 0
     for row in result["rows"]:
-        if row.get("error"):
-            problems.append(f"{row['mode']}: {row['error'].splitlines()[0]}")
-        bulk = row.get("bulk")
-        if bulk:
-            checked += 1
-            if bulk["problem"]:
-                problems.append(f"{row['mode']} job: {bulk['problem']}")
-        for phase, cell in (row.get("latency") or {}).items():
-            if not isinstance(cell, dict):
-                continue
-            if cell.get("errors") or cell.get("warmup_errors"):
-                problems.append(
-                    f"{row['mode']} interactive {phase}: {cell['error_kinds']} "
-                    f"{cell['warmup_errors']}"
-                )
-            if "job" in cell:
-                checked += 1
-                if cell["job"]["problem"]:
-                    problems.append(f"{row['mode']} latency job: {cell['job']['problem']}")
-    out.append(
-        {
-            "name": "every job correct (done == images, failed == 0), every answer a PNG",
-            "passed": not problems,
-            "detail": "; ".join(problems) or f"{checked} jobs and the CLI run checked",
-        }
-    )
-    return out
+        found, counted = row_problems(row)
+        problems += found
+        checked += counted
+    return {
+        "name": "every job correct (done == images, failed == 0), every answer a PNG",
+        "passed": not problems,
+        "detail": "; ".join(problems) or f"{checked} jobs and the CLI run checked",
+    }
 
 
-def print_report(result: dict[str, Any]) -> None:
+def checks(result: dict[str, Any]) -> list[Check]:
+    rows = {r["mode"]: r for r in result["rows"]}
+    modes = ("embedded", "distributed-1")
+    return [
+        *(check_throughput(mode, rows.get(mode), result["cli"]) for mode in modes),
+        *(check_latency(mode, rows.get(mode)) for mode in modes),
+        check_correct(result),
+    ]
+
+
+def reference_table(result: dict[str, Any]) -> Table:
     cli = result["cli"]
     reference = Table(
         "images",
@@ -650,7 +560,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"{cli['cpu_s'] / cli['wall_s']:.2f}",
         f"{cli['written']}" + (f" (exit {cli['exit_code']})" if cli["exit_code"] else ""),
     )
-    err.print(reference)
+    return reference
+
+
+def bulk_table(result: dict[str, Any]) -> Table:
     bulk = Table(
         Column("mode", no_wrap=True),
         "engines",
@@ -686,7 +599,10 @@ def print_report(result: dict[str, Any]) -> None:
             b["state"],
             f"{b['counts']['done']} / {b['counts']['failed']}",
         )
-    err.print(bulk)
+    return bulk
+
+
+def latency_table(result: dict[str, Any]) -> Table:
     latency = Table(
         Column("mode", no_wrap=True),
         Column("load", no_wrap=True),
@@ -734,6 +650,13 @@ def print_report(result: dict[str, Any]) -> None:
                 str(cell.get("job_done_in_window", "")),
                 job_text,
             )
+    return latency
+
+
+def print_report(result: dict[str, Any]) -> None:
+    err.print(reference_table(result))
+    err.print(bulk_table(result))
+    latency = latency_table(result)
     if latency.row_count:
         err.print(latency)
     err.print(
@@ -801,10 +724,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds the ExitStacks: every child is stopped
-
-
 def measure_mode(
     mode: Mode,
     settings: Mapping[str, object],
@@ -815,7 +734,7 @@ def measure_mode(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"mode": mode.name}
-    with running_service(mode, settings, folder / "logs") as service:
+    with running_service(mode.workers, settings, folder / "logs") as service:
         if mode.latency:
             row["latency"] = {"idle": latency_cell(service, payloads, args)}
             idle = row["latency"]["idle"]
@@ -853,9 +772,62 @@ def measure_mode(
     return row
 
 
+def mode_row(
+    mode: Mode,
+    settings: Mapping[str, object],
+    folder: Path,
+    paths: Sequence[Path],
+    archive: bytes,
+    payloads: Sequence[tuple[bytes, tuple[int, int]]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One mode's row; a mode whose service fails is a row with its error (the run goes on)."""
+    err.print(f"starting {mode.name} ...", highlight=False)
+    try:
+        row = measure_mode(mode, settings, folder, paths, archive, payloads, args)
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:  # ServiceFailure too
+        text = f"{type(exc).__name__}: {exc}"
+        err.print(f"[red]{mode.name} failed:[/] {escape(text)}", highlight=False)
+        row = {"mode": mode.name, "error": text}
+    finally:
+        if args.keep_logs and (folder / "logs").exists():
+            shutil.copytree(folder / "logs", args.keep_logs / mode.name, dirs_exist_ok=True)
+    return row
+
+
+def measure_cli(
+    folder: Path,
+    paths: Sequence[Path],
+    store: Path,
+    env: Mapping[str, str],
+    cores: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """`unpaired translate` on the whole folder, after a warm-up run on 16 of the images."""
+    warm = folder / "warm-in"
+    warm.mkdir()
+    for path in paths[:16]:
+        shutil.copy(path, warm / path.name)
+    err.print("unpaired translate: warm-up on 16 images ...")
+    run_cli(warm, folder / "warm-out", store, env, folder / "cli-warm.log", args.device)
+    err.print(f"unpaired translate: {args.images} images ...")
+    cli = run_cli(folder / "in", folder / "cli-out", store, env, folder / "cli.log", args.device)
+    cli["threads"] = cores
+    cli["images_per_s"] = round(args.images / cli["wall_s"], 3)
+    cli["loop_images_per_s"] = round(args.images / cli["loop_s"], 3)
+    cli["start_and_load_s"] = round(cli["wall_s"] - cli["loop_s"], 3)
+    err.print(
+        f"  {cli['images_per_s']:.1f} img/s wall ({cli['wall_s']:.2f} s, of which "
+        f"{cli['start_and_load_s']:.2f} s start + load); loop alone "
+        f"{cli['loop_images_per_s']:.1f} img/s",
+        highlight=False,
+    )
+    return cli
+
+
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
+    terminate_on_sigterm()
     modes = [MODES[m] for m in args.modes.split(",")]
     cores = args.cores or len(os.sched_getaffinity(0))
     import torch
@@ -886,41 +858,14 @@ def main() -> None:
 
         # 1. the CLI, after a warm-up run on 16 images (file cache, model cache)
         cli_env = service_env({**base, "threads": cores})
-        warm = folder / "warm-in"
-        warm.mkdir()
-        for path in paths[:16]:
-            shutil.copy(path, warm / path.name)
-        err.print("unpaired translate: warm-up on 16 images ...")
-        run_cli(warm, folder / "warm-out", store, cli_env, folder / "cli-warm.log", args.device)
-        err.print(f"unpaired translate: {args.images} images ...")
-        cli = run_cli(
-            folder / "in", folder / "cli-out", store, cli_env, folder / "cli.log", args.device
-        )
-        cli["threads"] = cores
-        cli["images_per_s"] = round(args.images / cli["wall_s"], 3)
-        cli["loop_images_per_s"] = round(args.images / cli["loop_s"], 3)
-        cli["start_and_load_s"] = round(cli["wall_s"] - cli["loop_s"], 3)
-        err.print(
-            f"  {cli['images_per_s']:.1f} img/s wall ({cli['wall_s']:.2f} s, of which "
-            f"{cli['start_and_load_s']:.2f} s start + load); loop alone "
-            f"{cli['loop_images_per_s']:.1f} img/s",
-            highlight=False,
-        )
+        cli = measure_cli(folder, paths, store, cli_env, cores, args)
 
         # 2-4. each mode
         rows: list[dict[str, Any]] = []
         for mode in modes:
             threads = max(1, cores // mode.engine_processes)
             settings = {**base, "threads": threads, "jobs_dir": folder / mode.name / "jobs"}
-            err.print(f"starting {mode.name} ...", highlight=False)
-            try:
-                row = measure_mode(
-                    mode, settings, folder / mode.name, paths, archive, payloads, args
-                )
-            except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:  # ServiceFailure too
-                text = f"{type(exc).__name__}: {exc}"
-                err.print(f"[red]{mode.name} failed:[/] {escape(text)}", highlight=False)
-                row = {"mode": mode.name, "error": text}
+            row = mode_row(mode, settings, folder / mode.name, paths, archive, payloads, args)
             row["engine_processes"] = mode.engine_processes
             row["engine_threads"] = threads
             b = row.get("bulk")
@@ -928,10 +873,6 @@ def main() -> None:
                 b["vs_cli"] = round(b["images_per_s"] / cli["images_per_s"], 3)
                 b["vs_cli_loop"] = round(b["images_per_s"] / cli["loop_images_per_s"], 3)
             rows.append(row)
-            if args.keep_logs:
-                shutil.copytree(
-                    folder / mode.name / "logs", args.keep_logs / mode.name, dirs_exist_ok=True
-                )
 
     result: dict[str, Any] = {
         "benchmark": "bulk",

@@ -3,11 +3,11 @@
 A design record. The distributed workers batch with our own approach: `unpaired worker` runs
 a Celery worker with the threads pool in which each request is an ordinary task (late ack, its
 own result, its own retry) that submits its decoded image to the in-process micro-batcher
-(`service/batching.py`, the same one the embedded API uses) and blocks until its batch has run
-(`service/tasks.py`, `service/worker.py`, `service/translation.py`). The alternative is the
-`celery-batches` package: a `Batches` task class that buffers delivered messages and calls the
-task once with the list of requests every `flush_every` messages or every `flush_interval`
-seconds.
+(`service/inference/batcher.py`, the same one the embedded API uses) and blocks until its batch
+has run (`service/distributed/interactive_task.py`, `service/distributed/worker.py`). The
+alternative is the `celery-batches` package: a `Batches` task class that buffers delivered
+messages and calls the task once with the list of requests every `flush_every` messages or
+every `flush_interval` seconds.
 
 Both are driven with the same load, on the same model, Redis and thread budget: a plain Python
 publisher in this process, which is the API's own
@@ -47,8 +47,8 @@ What the numbers do not show (why a throughput tie goes to our design):
   the message counter reaches a multiple of `flush_every`.
 
     .venv/bin/pip install celery-batches      # not a project dependency
-    python bench/celery_batching.py           # c = 8,32, 128 px, 10 s per cell
-    python bench/celery_batching.py --quick   # smoke run, under a minute
+    python -m bench.celery_batching           # c = 8,32, 128 px, 10 s per cell
+    python -m bench.celery_batching --quick   # smoke run, under a minute
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -72,12 +71,11 @@ from typing import Any
 
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.harness import (
     MODEL,
     Child,
     ClosedLoop,
+    ServiceFailure,
     cpu_name,
     err,
     export_bench_model,
@@ -88,10 +86,16 @@ from bench.harness import (
     run_async,
     service_env,
     stop_all,
+    terminate_on_sigterm,
+    unpaired,
 )
 from cli.local_redis import LocalRedis
+from service.inference.image_io import DecodedImage
 from service.inference.requests import OutputSpec, TranslationRequest
 from service.settings import Settings, load_settings
+
+Reply = dict[str, Any]
+Run = tuple[float, float, int]  # an engine call: started (monotonic), seconds, batch size
 
 REQUEST_TIMEOUT_S = 120.0
 VISIBILITY_TIMEOUT_S = 60.0
@@ -101,153 +105,166 @@ APPROACHES = ("ours", "celery-batches")
 # --- the celery-batches worker (this script with --batches-worker) ------------------------------
 
 
-def run_batches_worker(flush_interval: float) -> None:
-    """A Celery worker whose translate task is a celery-batches `Batches` task."""
-    import redis
-    from celery.signals import task_received
-    from celery_batches import Batches, SimpleRequest
+class BatchesWorker:
+    """A Celery worker whose translate task is a celery-batches `Batches` task: what this
+    module runs with --batches-worker."""
 
-    from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
-    from service.distributed.delivery import mark_received
-    from service.distributed.messages import (
-        TRANSLATE_TASK,
-        ImageCarrier,
-        deadline_reply,
-        error_reply,
-        request_from_payload,
-        success_reply,
-    )
-    from service.inference import image_io
-    from service.inference.engine import EngineOptions
-    from service.inference.engine_pool import EnginePool
-    from service.inference.image_io import DecodedImage
-    from service.inference.requests import Translated
-    from service.logs import configure_logging
-    from service.store.model_store import ModelStore
+    def __init__(self, settings: Settings) -> None:
+        import redis
 
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    assert settings.broker_url is not None
-    name = f"batches-{os.getpid()}@{socket.gethostname()}"
-    app = make_celery(settings, role="worker")
-    pool = EnginePool(
-        ModelStore(settings.store, cache_dir=settings.cache_dir),
-        EngineOptions.from_settings(settings),
-    )
-    pool.load(settings.models)
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
-    codec = concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0)))
-    engine_lock = threading.Lock()  # one engine call at a time, like our dispatcher thread
-    received: dict[str, float] = {}  # task id -> when delivered (for queue_seconds)
+        from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
+        from service.distributed.messages import ImageCarrier
+        from service.inference.engine import EngineOptions
+        from service.inference.engine_pool import EnginePool
+        from service.store.model_store import ModelStore
 
-    carrier = ImageCarrier(settings.blob_threshold_bytes)
+        assert settings.broker_url is not None
+        self.settings = settings
+        self.name = f"batches-{os.getpid()}@{socket.gethostname()}"
+        self.app = make_celery(settings, role="worker")
+        self.pool = EnginePool(
+            ModelStore(settings.store, cache_dir=settings.cache_dir),
+            EngineOptions.from_settings(settings),
+        )
+        self.pool.load(settings.models)
+        self.client = redis.Redis.from_url(
+            settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S
+        )
+        self.codec = concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0)))
+        self.engine_lock = threading.Lock()  # one engine call at a time, like our dispatcher
+        self.received: dict[str, float] = {}  # task id -> when delivered (for queue_seconds)
+        self.carrier = ImageCarrier(settings.blob_threshold_bytes)
 
-    def decode(
-        payload: dict[str, Any],
-    ) -> tuple[TranslationRequest, DecodedImage] | dict[str, Any]:
+    def decode(self, payload: dict[str, Any]) -> tuple[TranslationRequest, DecodedImage] | Reply:
+        """The request and its decoded image, or the reply that ends it here."""
+        from service.distributed.messages import deadline_reply, error_reply, request_from_payload
+        from service.inference import image_io
+
         if time.time() > payload["deadline"]:
             return deadline_reply()
-        data = carrier.get(client, payload["image"])
+        data = self.carrier.get(self.client, payload["image"])
         if data is None:
             return deadline_reply()
         request = request_from_payload(payload, data)
         try:
-            return request, image_io.decode_image(
-                data, limits=image_io.ImageLimits.from_settings(settings)
-            )
+            limits = image_io.ImageLimits.from_settings(self.settings)
+            return request, image_io.decode_image(data, limits=limits)
         except Exception as exc:
             reply = error_reply(exc)
             if reply is None:
                 raise
             return reply
 
-    @app.task(
-        name=TRANSLATE_TASK,
-        base=Batches,
-        flush_every=settings.max_batch,
-        flush_interval=flush_interval,
-        acks_late=True,
-    )
-    def translate(requests: list[SimpleRequest]) -> None:
-        replies: dict[int, dict[str, Any]] = {}
+    def encode(
+        self, task_id: str, request: TranslationRequest, out: DecodedImage | Exception, run: Run
+    ) -> Reply:
+        """The reply for one image of an engine call `run` = (started, seconds, batch size)."""
+        from service.distributed.messages import error_reply, success_reply
+        from service.inference import image_io
+        from service.inference.requests import Translated
+
+        if isinstance(out, Exception):
+            reply = error_reply(out)
+            return reply or {"ok": False, "error": {"type": "WorkerError", "message": repr(out)}}
+        data = image_io.encode_image(
+            out, format=request.output.format, quality=request.output.quality
+        )
+        started, seconds, size = run
+        result = Translated(
+            data=data,
+            media_type=request.output.media_type,
+            width=out.width,
+            height=out.height,
+            batch_size=size,
+            queue_seconds=started - self.received.pop(task_id, started),
+            engine_seconds=seconds,
+            worker=self.name,
+        )
+        expires = self.settings.result_expires_s
+        image = self.carrier.put(self.client, task_id, "out", data, expires)
+        return success_reply(result, image)
+
+    def translate(self, requests: list[Any]) -> None:
+        """One flush: decode, group by (model, direction, padded shape) as our batcher does,
+        run each group, encode, and store every request's reply."""
+        replies: dict[int, Reply] = {}
         ready: dict[int, tuple[TranslationRequest, DecodedImage]] = {}
-        for i, decoded in enumerate(codec.map(lambda r: decode(r.args[0]), requests)):
+        for i, decoded in enumerate(self.codec.map(lambda r: self.decode(r.args[0]), requests)):
             if isinstance(decoded, dict):
                 replies[i] = decoded
             else:
                 ready[i] = decoded
-        # group by (model, direction, padded shape), as our batcher does
         groups: dict[tuple[str, str, Any], list[int]] = {}
         for i, (request, image) in ready.items():
-            shape = pool.engine(request.model, request.direction).batch_shape(
-                image.height, image.width
-            )
+            engine = self.pool.engine(request.model, request.direction)
+            shape = engine.batch_shape(image.height, image.width)
             groups.setdefault((request.model, request.direction, shape), []).append(i)
         for (model, direction, _), members in groups.items():
-            engine = pool.engine(model, direction)
-            with engine_lock:
+            engine = self.pool.engine(model, direction)
+            with self.engine_lock:
                 started = time.monotonic()
                 outputs = engine.translate_each([ready[i][1] for i in members])
-                seconds = time.monotonic() - started
+                run = (started, time.monotonic() - started, len(members))
 
-            def encode(
-                i: int,
-                out: DecodedImage | Exception,
-                started: float = started,
-                seconds: float = seconds,
-                size: int = len(members),
-            ) -> dict[str, Any]:
-                request = ready[i][0]
-                if isinstance(out, Exception):
-                    reply = error_reply(out)
-                    return reply or {
-                        "ok": False,
-                        "error": {"type": "WorkerError", "message": repr(out)},
-                    }
-                data = image_io.encode_image(
-                    out, format=request.output.format, quality=request.output.quality
-                )
-                result = Translated(
-                    data=data,
-                    media_type=request.output.media_type,
-                    width=out.width,
-                    height=out.height,
-                    batch_size=size,
-                    queue_seconds=started - received.pop(requests[i].id, started),
-                    engine_seconds=seconds,
-                    worker=name,
-                )
-                image = carrier.put(client, requests[i].id, "out", data, settings.result_expires_s)
-                return success_reply(result, image)
+            def encode(i: int, out: DecodedImage | Exception, run: Run = run) -> Reply:
+                return self.encode(requests[i].id, ready[i][0], out, run)
 
-            for i, reply in zip(members, codec.map(encode, members, outputs), strict=True):
+            encoded = self.codec.map(encode, members, outputs)
+            for i, reply in zip(members, encoded, strict=True):
                 replies[i] = reply
         for i, request in enumerate(requests):  # celery-batches stores no result itself
-            app.backend.mark_as_done(request.id, replies[i], request=request)
+            self.app.backend.mark_as_done(request.id, replies[i], request=request)
 
-    def on_received(request: Any, **_: Any) -> None:
-        received[request.id] = time.monotonic()
+    def on_received(self, request: Any, **_: Any) -> None:
+        from service.distributed.delivery import mark_received
+
+        self.received[request.id] = time.monotonic()
         try:
-            queue = request.delivery_info.get("routing_key") or settings.queue
-            mark_received(client, request.id, request.args[0], queue)
+            queue = request.delivery_info.get("routing_key") or self.settings.queue
+            mark_received(self.client, request.id, request.args[0], queue)
         except Exception as exc:
             print(f"could not record receiving {request.id}: {exc}", file=sys.stderr)
 
-    task_received.connect(on_received, weak=False)
-    threads = 2  # one flush in the engine while the next one decodes / encodes
-    app.conf.worker_prefetch_multiplier = max(1, settings.prefetch // threads)
-    app.worker_main(
-        [
-            "worker",
-            f"--hostname={name}",
-            "--pool=threads",
-            f"--concurrency={threads}",
-            f"--queues={settings.queue}",
-            f"--loglevel={settings.log_level.upper()}",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
+    def run(self, flush_interval: float) -> None:
+        from celery.signals import task_received
+        from celery_batches import Batches
+
+        from service.distributed.messages import TRANSLATE_TASK
+
+        @self.app.task(
+            name=TRANSLATE_TASK,
+            base=Batches,
+            flush_every=self.settings.max_batch,
+            flush_interval=flush_interval,
+            acks_late=True,
+        )
+        def translate(requests: list[Any]) -> None:
+            self.translate(requests)
+
+        task_received.connect(self.on_received, weak=False)
+        threads = 2  # one flush in the engine while the next one decodes / encodes
+        self.app.conf.worker_prefetch_multiplier = max(1, self.settings.prefetch // threads)
+        self.app.worker_main(
+            [
+                "worker",
+                f"--hostname={self.name}",
+                "--pool=threads",
+                f"--concurrency={threads}",
+                f"--queues={self.settings.queue}",
+                f"--loglevel={self.settings.log_level.upper()}",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
+
+
+def run_batches_worker(flush_interval: float) -> None:
+    """A Celery worker whose translate task is a celery-batches `Batches` task."""
+    from service.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    BatchesWorker(settings).run(flush_interval)
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -258,17 +275,12 @@ def running_worker(
     approach: str, settings: Mapping[str, object], folder: Path, flush_interval: float | None
 ) -> Iterator[Child]:
     env = service_env(settings)
+    log = folder / f"{approach.replace(' ', '-')}.log"
     if flush_interval is None:
-        argv = [sys.executable, "-m", "cli", "worker", "--name", "bench-ours"]
-    else:
-        argv = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--batches-worker",
-            "--flush-interval",
-            str(flush_interval),
-        ]
-    process = Child(argv, env, folder / f"{approach.replace(' ', '-')}.log")
+        process = unpaired(["worker", "--name", "bench-ours"], env, log)
+    else:  # this module again, as a worker
+        argv = ["--batches-worker", "--flush-interval", str(flush_interval)]
+        process = Child([sys.executable, "-m", "bench.celery_batching", *argv], env, log)
     try:
         yield process
     finally:
@@ -302,7 +314,7 @@ async def wait_answering(settings: Settings, payload: bytes, worker: Child) -> N
             worker.check_alive()
             if time.monotonic() > deadline:
                 task.cancel()
-                raise TimeoutError(f"the worker did not answer:\n{worker.tail()}")
+                raise ServiceFailure(f"the worker did not answer:\n{worker.tail()}")
             await asyncio.wait({task}, timeout=0.2)
         task.result()
     finally:
@@ -403,22 +415,11 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+Approach = tuple[str, float | None]  # (label, flush interval in s: None for ours)
 
 
-def main() -> None:
-    args = parse_args()
-    if args.batches_worker:
-        run_batches_worker(args.flush_interval)
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("celery_batches") is None:
-        sys.exit("celery-batches is not installed: .venv/bin/pip install celery-batches")
-    signal.signal(signal.SIGTERM, _terminate)
-    # (label, flush interval in s: None for ours)
-    approaches: list[tuple[str, float | None]] = []
+def parse_approaches(args: argparse.Namespace) -> list[Approach]:
+    approaches: list[Approach] = []
     for approach in args.approaches.split(","):
         if approach == "ours":
             approaches.append(("ours", None))
@@ -427,58 +428,40 @@ def main() -> None:
                 (f"celery-batches {float(ms):g} ms", float(ms) / 1000)
                 for ms in args.flush_ms.split(",")
             ]
-    levels = [int(c) for c in args.concurrency.split(",")]
-    cores = args.cores or len(os.sched_getaffinity(0))
-    err.print(f"CPU: {cpu_name()} x {cores} cores", highlight=False)
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-celery-") as scratch, ExitStack() as stack:
-        folder = Path(scratch)
-        err.print(f"exporting {args.generator} ngf {args.ngf} ...")
-        import torch
+    return approaches
 
-        export_bench_model(
-            folder / "store", args.generator, args.ngf, fp16=torch.cuda.is_available()
-        )
-        pngs = photo_crops(args.size)
-        payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
-        redis_server = stack.enter_context(LocalRedis(folder / "redis"))
-        common = {
-            "store": folder / "store",
-            "cache_dir": folder / "cache",
-            "models": MODEL,
-            "broker_url": redis_server.url,
-            "threads": cores,
-            "max_batch": args.max_batch,
-            "max_wait_ms": args.max_wait_ms,
-            "max_queue": max(256, 4 * max(levels)),
-            "request_timeout_s": REQUEST_TIMEOUT_S,
-            "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
-            "log_level": "warning",
-            "log_format": "text",
-        }
-        publisher = Settings(  # the API side's settings, as its environment would give them
-            **{**common, "store": str(common["store"]), "models": (MODEL,)}  # type: ignore[arg-type]
-        )
-        for approach, flush_s in approaches:
-            err.print(f"starting {approach} ...", highlight=False)
-            with running_worker(approach, common, folder, flush_s) as worker:
-                run_async(wait_answering(publisher, pngs[0], worker))
-                for level in levels:
-                    row = {
-                        "approach": approach,
-                        **measure_cell(publisher, worker, payloads, level, args),
-                    }
-                    rows.append(row)
-                    err.print(
-                        f"  c={level:3d}: {row['images_per_s']:7.1f} img/s, p50 "
-                        f"{row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, batch "
-                        f"{row.get('mean_batch')}, errors {row['errors']}",
-                        highlight=False,
-                    )
-                    if row["errors"] or row["warmup_errors"]:
-                        err.print(f"  errors: {row['error_kinds']} {row['warmup_errors']}")
-                        err.print(worker.tail(1500), highlight=False, markup=False)
 
+def measure_approach(
+    approach: Approach,
+    common: Mapping[str, object],
+    publisher: Settings,
+    folder: Path,
+    pngs: Sequence[bytes],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Every concurrency level of one approach, on one worker started for it."""
+    label, flush_s = approach
+    payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
+    rows = []
+    err.print(f"starting {label} ...", highlight=False)
+    with running_worker(label, common, folder, flush_s) as worker:
+        run_async(wait_answering(publisher, pngs[0], worker))
+        for level in [int(c) for c in args.concurrency.split(",")]:
+            row = {"approach": label, **measure_cell(publisher, worker, payloads, level, args)}
+            rows.append(row)
+            err.print(
+                f"  c={level:3d}: {row['images_per_s']:7.1f} img/s, p50 "
+                f"{row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, batch "
+                f"{row.get('mean_batch')}, errors {row['errors']}",
+                highlight=False,
+            )
+            if row["errors"] or row["warmup_errors"]:
+                err.print(f"  errors: {row['error_kinds']} {row['warmup_errors']}")
+                err.print(worker.tail(1500), highlight=False, markup=False)
+    return rows
+
+
+def print_table(rows: Sequence[dict[str, Any]], size: int, cores: int) -> None:
     table = Table(
         "approach",
         "c",
@@ -490,7 +473,7 @@ def main() -> None:
         "errors",
         "worker cores",
         "publisher cores",
-        title=f"Celery batching ({args.size}x{args.size} PNG, {cores} engine threads)",
+        title=f"Celery batching ({size}x{size} PNG, {cores} engine threads)",
     )
     for r in rows:
         table.add_row(
@@ -506,6 +489,12 @@ def main() -> None:
             f"{r['publisher_cores']:.2f}",
         )
     err.print(table)
+
+
+def compare(
+    rows: Sequence[dict[str, Any]], approaches: Sequence[Approach], levels: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Ours over each celery-batches run, per concurrency (printed too)."""
     comparison = []
     by = {(r["approach"], r["concurrency"]): r for r in rows}
     for (approach, _), level in itertools.product(
@@ -528,6 +517,64 @@ def main() -> None:
                 f"{line['p99_ours_over_batches']:.2f}x",
                 highlight=False,
             )
+    return comparison
+
+
+def worker_settings(
+    folder: Path, broker_url: str, cores: int, args: argparse.Namespace
+) -> dict[str, object]:
+    """What both workers and the publisher are given (`UNPAIRED_*`)."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    return {
+        "store": folder / "store",
+        "cache_dir": folder / "cache",
+        "models": MODEL,
+        "broker_url": broker_url,
+        "threads": cores,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "max_queue": max(256, 4 * max(levels)),
+        "request_timeout_s": REQUEST_TIMEOUT_S,
+        "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
+        "log_level": "warning",
+        "log_format": "text",
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.batches_worker:
+        run_batches_worker(args.flush_interval)
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("celery_batches") is None:
+        sys.exit("celery-batches is not installed: .venv/bin/pip install celery-batches")
+    terminate_on_sigterm()
+    approaches = parse_approaches(args)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    cores = args.cores or len(os.sched_getaffinity(0))
+    err.print(f"CPU: {cpu_name()} x {cores} cores", highlight=False)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-celery-") as scratch, ExitStack() as stack:
+        folder = Path(scratch)
+        err.print(f"exporting {args.generator} ngf {args.ngf} ...")
+        import torch
+
+        export_bench_model(
+            folder / "store", args.generator, args.ngf, fp16=torch.cuda.is_available()
+        )
+        pngs = photo_crops(args.size)
+        redis_server = stack.enter_context(LocalRedis(folder / "redis"))
+        common = worker_settings(folder, redis_server.url, cores, args)
+        publisher = Settings(  # the API side's settings, as its environment would give them
+            **{**common, "store": str(common["store"]), "models": (MODEL,)}  # type: ignore[arg-type]
+        )
+        for approach in approaches:
+            rows += measure_approach(approach, common, publisher, folder, pngs, args)
+
+    print_table(rows, args.size, cores)
+    comparison = compare(rows, approaches, levels)
     import celery
     import celery_batches
 

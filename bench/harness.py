@@ -1,8 +1,10 @@
-"""What the service benchmarks share: the machine's name, a bench model, real-photo inputs,
-child processes started the way users start them, and a closed-loop load with its summary.
+"""What every benchmark shares, so that every table is measured the same way: the machine's
+name, a bench model exported into a temporary store, real-photo inputs, child processes started
+the way users start them (`unpaired serve`, `unpaired worker`, a private redis-server), waiting
+until a service is ready, a closed-loop load with its summary, and the JSON report.
 
-`bench/service.py`, `bench/celery_batching.py` and `bench/bulk.py` import it (they put the
-repository root on `sys.path` first), so every table is measured the same way.
+The benchmarks are modules of the package `bench`, run from the repository root:
+`python -m bench.http_service --quick` (docs/benchmarks.md lists them all).
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import numpy as np
 from rich.console import Console
+
+from cli.local_redis import LocalRedis, free_port
 
 #: Where the benchmarks print tables: stderr, whole tables in logs (not cut at 80 columns).
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -42,9 +48,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def export_bench_model(folder: Path, generator: str, ngf: int, *, fp16: bool) -> Path:
+def export_bench_model(
+    folder: Path, generator: str, ngf: int, *, fp16: bool, int8: bool = False
+) -> Path:
     """A generator with seeded random weights (speed does not depend on them), exported as
-    model `bench` (AtoB) into the store at `folder`; returns `folder`."""
+    model `bench` (AtoB) into the store at `folder`; returns `folder`. With `int8`, also the
+    statically quantized graph, with no fidelity floor: a random-init network is far more
+    sensitive to quantization than a trained one."""
     import torch
 
     from models import build_generator
@@ -54,7 +64,8 @@ def export_bench_model(folder: Path, generator: str, ngf: int, *, fp16: bool) ->
     arch = Architecture(generator=generator, ngf=ngf, norm="instance")
     torch.manual_seed(0)
     net = build_generator(generator, ngf=ngf).eval()
-    options = ExportOptions(fp16=fp16, tiled=False)  # bench inputs are never tiled
+    # bench inputs are never tiled
+    options = ExportOptions(fp16=fp16, tiled=False, int8=int8, int8_min_psnr=0.0)
     export_generators({"AtoB": net}, folder / MODEL, name=MODEL, architecture=arch, options=options)
     return folder
 
@@ -100,6 +111,27 @@ def png_problem(data: bytes, size: tuple[int, int]) -> str | None:
     return None if got == size else f"wrong size {got[0]}x{got[1]}"
 
 
+def answer_problem(response: httpx.Response, size: tuple[int, int]) -> str | None:
+    """None for a 200 PNG of the input's size; else what is wrong with the answer
+    (`HTTP 503 overloaded`, `not a PNG`, `wrong size 64x60`)."""
+    if response.status_code != 200:
+        problem = f"HTTP {response.status_code}"
+        with suppress(Exception):
+            problem += f" {response.json()['error']['code']}"
+        return problem
+    return png_problem(response.content, size)
+
+
+def answer_measures(response: httpx.Response) -> dict[str, float]:
+    """Where a translation's time went, as the service reports it in its headers."""
+    h = response.headers
+    return {
+        "batch": int(h.get("x-batch-size", 0)),
+        "queue_ms": 1000 * float(h.get("x-queue-seconds", 0)),
+        "engine_ms": 1000 * float(h.get("x-engine-seconds", 0)),
+    }
+
+
 def service_env(settings: Mapping[str, object]) -> dict[str, str]:
     """This environment without the caller's UNPAIRED_* variables, plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNPAIRED_")}
@@ -114,13 +146,15 @@ class Child:
     """A child process with its own log file and its own session (Ctrl-C reaches only the
     benchmark, which then stops its children in order)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path = ROOT
+    ) -> None:
         self.argv = list(argv)
         self.log = log
         with log.open("ab") as handle:
             self.popen = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
@@ -136,6 +170,19 @@ class Child:
             return 0.0
         fields = stat.rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / _TICK
+
+    def rss_mib(self) -> float:
+        """Resident memory now (VmRSS), in MiB."""
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmRSS for process {self.popen.pid}")
+
+    def mapped(self, *needles: str) -> dict[str, bool]:
+        """Whether a file whose path holds each needle (`libtorch`) is mapped into the process:
+        what it has loaded, seen from outside."""
+        maps = Path(f"/proc/{self.popen.pid}/maps").read_text()
+        return {needle: needle in maps for needle in needles}
 
     def tail(self, chars: int = 3000) -> str:
         try:
@@ -161,17 +208,17 @@ class Child:
             self.popen.wait()
 
 
-def unpaired(args: Sequence[str], env: Mapping[str, str], log: Path) -> Child:
-    """`unpaired ARGS...`, started as users start it."""
-    return Child([sys.executable, "-m", "cli", *args], env, log)
+def unpaired(args: Sequence[str], env: Mapping[str, str], log: Path, source: Path = ROOT) -> Child:
+    """`unpaired ARGS...`, started as users start it (`python -m cli`), from the checkout at
+    `source` (default: this one)."""
+    return Child([sys.executable, "-m", "cli", *args], env, log, cwd=source)
 
 
-def report_json(result: Mapping[str, Any], out: Path | None) -> None:
-    """The result as JSON on stdout, and into `out` when given (docs/*.json)."""
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.write_text(text + "\n")
+def run_unpaired(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """`unpaired ARGS...` to its end, as users run it, its stdout and stderr captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
 
 
 def stop_all(children: Sequence[Child]) -> None:
@@ -180,6 +227,118 @@ def stop_all(children: Sequence[Child]) -> None:
         child.terminate()
     for child in children:
         child.wait_or_kill()
+
+
+class ServiceFailure(RuntimeError):
+    """The service misbehaved: it did not get ready, answered wrongly, stalled or died."""
+
+
+def tails(processes: Sequence[Child], chars: int = 2500) -> str:
+    """The end of each process's log, to show with a failure."""
+    return "\n".join(
+        f"--- {p.log.name} (last {chars} chars) ---\n{p.tail(chars)}" for p in processes
+    )
+
+
+def wait_ready(
+    url: str,
+    processes: Sequence[Child],
+    *,
+    workers: int = 0,
+    path: str = "/readyz",
+    poll_s: float = 0.2,
+    request_timeout_s: float = 2.0,
+    timeout_s: float = 180.0,
+) -> float:
+    """Until GET `url``path` answers 200 (for /readyz with `workers`, naming that many live
+    workers); returns the seconds waited. A process that exits, or no answer in `timeout_s`,
+    is a ServiceFailure with the logs' tails."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        for process in processes:
+            try:
+                process.check_alive()
+            except RuntimeError as exc:
+                raise ServiceFailure(f"{exc}\n{tails(processes)}") from None
+        try:
+            response = httpx.get(f"{url}{path}", timeout=request_timeout_s)
+            last = response.text
+            if response.status_code == 200:
+                live = response.json().get("checks", {}).get("workers", 0) if workers else 0
+                if live >= workers:
+                    return time.perf_counter() - started
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(poll_s)
+    raise ServiceFailure(f"the service did not get ready: {last}\n{tails(processes)}")
+
+
+@dataclass
+class Service:
+    """A running `unpaired serve` (with its workers, if any) at `url`."""
+
+    url: str
+    processes: list[Child]  # the server first
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.processes)
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            try:
+                process.check_alive()
+            except RuntimeError as exc:
+                raise ServiceFailure(f"{exc}\n{tails(self.processes)}") from None
+
+
+@contextmanager
+def running_service(
+    workers: int, settings: Mapping[str, object], folder: Path
+) -> Iterator[Service]:
+    """`unpaired serve` on a free port, ready: embedded with `workers` = 0, else distributed
+    with that many `unpaired worker`s on a private redis-server (never the shared one).
+    Everything is stopped on the way out (SIGTERM, then kill), also on an error or Ctrl-C."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:  # unwinds in reverse: server, then workers, then redis
+        settings = dict(settings)
+        started: list[Child] = []
+        if workers:
+            redis_server = stack.enter_context(LocalRedis(folder / "redis"))
+            settings["broker_url"] = redis_server.url
+            env = service_env(settings)
+            started = [
+                unpaired(["worker", "--name", f"bench-{i}"], env, folder / f"worker-{i}.log")
+                for i in range(workers)
+            ]
+            stack.callback(stop_all, started)
+        port = free_port()
+        server = unpaired(
+            ["serve", "--port", str(port)], service_env(settings), folder / "server.log"
+        )
+        stack.callback(stop_all, [server])
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, [server, *started], workers=workers)
+        yield Service(url, [server, *started])
+
+
+def report_json(result: Mapping[str, Any], out: Path | None) -> None:
+    """The result as one JSON document on stdout (the tables go to stderr), and into `out`
+    when given (docs/*.json)."""
+    text = json.dumps(result, indent=2)
+    print(text, flush=True)
+    if out:
+        out.write_text(text + "\n")
+
+
+def terminate_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so that the ExitStacks stop every child in order."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @dataclass

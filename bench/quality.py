@@ -1,24 +1,27 @@
 """Quality on the built-in synthetic pairs: train each pair on the CPU within a time budget, then
 score both directions on the held-out split against the ground truth.
 
-    python bench/quality.py                                  # every pair, CycleGAN + DiscoGAN
-    python bench/quality.py --pairs day2night --models cyclegan --out runs/quality
+    python -m bench.quality                                  # every pair, CycleGAN + DiscoGAN
+    python -m bench.quality --pairs day2night --models cyclegan --out runs/quality
+    python -m bench.quality --pairs day2night --models cyclegan --max-steps 2 --n-test 4  # smoke
 
 Each run is a real `unpaired train` process (wall-clock minutes include start-up), then
-`unpaired evaluate --json`. Prints a table, then one JSON object as the last line of stdout.
+`unpaired evaluate --json`. Prints a table on stderr and the result as one JSON object on
+stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from rich.table import Table
+
+from bench.harness import ROOT, cpu_name, err, report_json, run_unpaired
+
 RECIPES: dict[str, list[str]] = {
     # configs/cpu64.yaml: ResNet-6 at width 16, 70x70-style PatchGAN at width 16, batch 1.
     "cyclegan": ["--config", str(ROOT / "configs" / "cpu64.yaml")],
@@ -33,23 +36,18 @@ DEFAULT_RUNS = [
 ]
 
 
-def unpaired(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, check=False
-    )
-
-
-def run_one(pair: str, model: str, out: Path, n_test: int) -> dict[str, Any]:
-    run_dir = out / f"{pair}-{model}"
+def run_one(pair: str, model: str, out: Path, n_test: int, max_steps: int | None) -> dict[str, Any]:
+    run_dir = out.resolve() / f"{pair}-{model}"  # the children run in the repository root
+    argv = ["train", "--dataset", pair, "--out", str(run_dir), "--no-progress", *RECIPES[model]]
+    if max_steps:
+        argv += ["--max-steps", str(max_steps)]
     start = time.perf_counter()
-    trained = unpaired(
-        "train", "--dataset", pair, "--out", str(run_dir), "--no-progress", *RECIPES[model]
-    )
+    trained = run_unpaired(argv)
     minutes = (time.perf_counter() - start) / 60
     if trained.returncode != 0:
         raise RuntimeError(f"training {pair}/{model} failed:\n{trained.stderr[-2000:]}")
-    evaluated = unpaired(
-        "evaluate", str(run_dir), "--dataset", pair, "--n-test", str(n_test), "--json"
+    evaluated = run_unpaired(
+        ["evaluate", str(run_dir), "--dataset", pair, "--n-test", str(n_test), "--json"]
     )
     if evaluated.returncode != 0:
         raise RuntimeError(f"evaluating {pair}/{model} failed:\n{evaluated.stderr[-2000:]}")
@@ -63,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="cut training short (default: the recipe's)"
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     runs = [
@@ -72,21 +73,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     results = []
     for pair, model in runs:
-        print(f"training {pair} / {model} ...", file=sys.stderr, flush=True)
-        results.append(run_one(pair, model, args.out, args.n_test))
-    print(f"\n{'pair':<14} {'model':<9} {'dir':<5} {'steps':>5} {'min':>5} "
-          f"{'PSNR':>6} {'SSIM':>6} {'base':>6} {'gain':>6}")  # fmt: skip
+        err.print(f"training {pair} / {model} ...", highlight=False)
+        results.append(run_one(pair, model, args.out, args.n_test, args.max_steps))
+    table = Table("pair", "model", "dir", "steps", "min", "PSNR", "SSIM", "base", "gain")
     for r in results:
         for direction, s in r["directions"].items():
-            print(
-                f"{r['pair']:<14} {r['model']:<9} {direction:<5} {r['step']:>5} "
-                f"{r['minutes']:>5.1f} {s['psnr']:>6.2f} {s['ssim']:>6.3f} "
-                f"{s['baseline_psnr']:>6.2f} {s['gain_db']:>+6.2f}"
+            table.add_row(
+                r["pair"],
+                r["model"],
+                direction,
+                str(r["step"]),
+                f"{r['minutes']:.1f}",
+                f"{s['psnr']:.2f}",
+                f"{s['ssim']:.3f}",
+                f"{s['baseline_psnr']:.2f}",
+                f"{s['gain_db']:+.2f}",
             )
-    summary = {"benchmark": "quality", "n_test": args.n_test, "runs": results}
-    print(json.dumps(summary))
-    if args.json_out:
-        args.json_out.write_text(json.dumps(summary, indent=1) + "\n")
+    err.print(table)
+    summary = {"benchmark": "quality", "cpu": cpu_name(), "n_test": args.n_test, "runs": results}
+    if args.max_steps:
+        summary["max_steps"] = args.max_steps
+    report_json(summary, args.json_out)
     return summary
 
 

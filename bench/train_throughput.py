@@ -5,25 +5,25 @@ Reference recipe (junyanz defaults): ResNet-9 generators + 70x70 PatchGAN discri
 256x256, batch 1, fp32, eager, LSGAN + cycle + identity, image pool 50.
 Candidates change only execution: batch size, mixed precision, channels_last, torch.compile.
 
-    python bench/train_throughput.py                     # on CUDA if present, else CPU
-    python bench/train_throughput.py --size 128 --steps 3 --json-out bench.json
+    python -m bench.train_throughput                     # on CUDA if present, else CPU
+    python -m bench.train_throughput --size 128 --steps 3 --json-out bench.json
+    python -m bench.train_throughput --size 32 --steps 1 --warmup 0   # smoke run
 
-Prints a table, then one JSON object as the last line of stdout.
+Prints a table on stderr and the result as one JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.table import Table
 
+from bench.harness import cpu_name, err, report_json
 from training.config import TrainConfig
 from training.trainer import Trainer
 
@@ -59,10 +59,10 @@ def measure(variant: Variant, *, size: int, device: torch.device, warmup: int, s
         dataset="day2night",  # not read: the benchmark feeds tensors directly
         size=size,
         batch_size=variant.batch_size,
-        amp=variant.amp,  # type: ignore[arg-type]
+        amp=variant.amp,
         channels_last=variant.channels_last,
         compile=variant.compile,
-        compile_mode=variant.compile_mode,  # type: ignore[arg-type]
+        compile_mode=variant.compile_mode,
         device=str(device),
     )
     trainer = Trainer(cfg, device)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append({**variant.__dict__, "images_per_second": rate})
         except Exception as exc:  # a variant the device cannot run is reported, not fatal
             rows.append({**variant.__dict__, "images_per_second": None, "error": str(exc)[:200]})
-        print(f"  measured {variant.name}: {rows[-1]['images_per_second']}", file=sys.stderr)
+        err.print(f"  measured {variant.name}: {rows[-1]['images_per_second']}", highlight=False)
         if on_gpu:
             torch.cuda.empty_cache()
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     result = {
         "benchmark": "train_throughput",
-        "device": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if on_gpu else cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "size": args.size,
@@ -130,16 +130,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "speedup": best["images_per_second"] / reference,
         "variants": rows,
     }
-    print(f"\ntraining throughput, ResNet-9 + 70x70 PatchGAN, {args.size}x{args.size}, {device}")
-    print(f"{'variant':<36} {'img/s':>9} {'x ref':>7}")
+    table = Table(
+        "variant",
+        "img/s",
+        "x ref",
+        title=f"training throughput, ResNet-9 + 70x70 PatchGAN, {args.size}x{args.size}, "
+        f"{result['device']}",
+    )
     for r in rows:
         rate = r["images_per_second"]
-        shown = f"{rate:9.2f} {rate / reference:7.2f}" if rate else f"{'failed':>9}"
-        print(f"{r['name']:<36} {shown}")
-    print(f"fastest: {best['name']}, {result['speedup']:.2f}x the reference recipe")
-    print(json.dumps(result))
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=1) + "\n")
+        table.add_row(
+            r["name"],
+            f"{rate:.2f}" if rate else "failed",
+            f"{rate / reference:.2f}" if rate else "",
+        )
+    err.print(table)
+    err.print(f"fastest: {best['name']}, {result['speedup']:.2f}x the reference recipe")
+    report_json(result, args.json_out)
     return result
 
 

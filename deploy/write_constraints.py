@@ -1,17 +1,39 @@
-"""Write deploy/constraints.txt: the installed version of every runtime dependency of unpaired.
+"""Write deploy/constraints.txt: the installed version of every runtime dependency of unpaired;
+print the API image's requirements.
 
-The images install the project under these pins, so they run what the tests ran with. Run in
-the project's venv after changing dependencies: ``.venv/bin/python deploy/write_constraints.py``.
+The images install under these pins, so they run what the tests ran with. Run in the project's
+venv after changing dependencies: ``.venv/bin/python deploy/write_constraints.py``.
+
+The API image (deploy/Dockerfile.api) installs the package with ``--no-deps`` and, instead of
+its dependencies, `api_requirements()`: pyproject.toml's dependencies less TRAINING_ONLY, so it
+holds no torch. The script prints that list; tests/deploy/test_compose.py checks that the
+Dockerfile installs exactly it and that nothing in it pulls torch in.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
 OUT = Path(__file__).with_name("constraints.txt")
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+#: What only training, export and the synthetic datasets import: never the API process nor
+#: onnxruntime inference on the CPU (`unpaired serve`, `unpaired worker` with the onnx backend).
+TRAINING_ONLY = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "tensorboard",  # training logs
+        "onnx",  # export
+        "onnxscript",
+        "onnxconverter-common",
+        "scipy",  # synthetic datasets, evaluation
+        "scikit-image",
+    }
+)
 HEADER = """\
 # The versions the tests ran with: every image installs the project under these pins
 # (`pip install --constraint deploy/constraints.txt .`). Regenerate after changing the
@@ -41,11 +63,24 @@ def closure(
     return found
 
 
+def normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def api_requirements(pyproject: Path = PYPROJECT) -> list[str]:
+    """pyproject.toml's dependencies, as written there, less TRAINING_ONLY."""
+    dependencies: list[str] = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    return [raw for raw in dependencies if normalise(Requirement(raw).name) not in TRAINING_ONLY]
+
+
 def main() -> None:
     pins = closure("unpaired")
     pins.pop("unpaired", None)
     OUT.write_text(HEADER + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins)))
     print(f"wrote {len(pins)} pins to {OUT}")
+    print("deploy/Dockerfile.api installs these (then the package with --no-deps):")
+    for raw in api_requirements():
+        print(f'        "{raw}" \\')
 
 
 if __name__ == "__main__":

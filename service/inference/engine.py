@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -35,8 +35,6 @@ from models.manifest import (
     USE_STATS,
     ModelManifest,
 )
-from models.norm_stats import SharedStatsGenerator, has_instance_norm
-from models.registry import build_from_architecture
 from service.errors import BackendUnavailableError, EngineError
 from service.inference import image_io, tiling
 from service.inference.image_io import DecodedImage
@@ -208,13 +206,18 @@ class OnnxRunner:
 
 
 class TorchRunner:
+    """torch is imported here, not with the engine: an onnxruntime-only process (the API image)
+    has no torch installed."""
+
     backend = "torch"
 
     def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
         import torch
         from safetensors.torch import load_file
 
-        from models import load_compatible_state_dict
+        from models.checkpoint_compat import load_compatible_state_dict
+        from models.norm_stats import has_instance_norm
+        from models.registry import build_from_architecture
 
         if options.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("--device cuda: torch sees no CUDA device here")
@@ -239,7 +242,7 @@ class TorchRunner:
         self._torch = torch
         self._base = net
         self._net: Callable[[torch.Tensor], torch.Tensor] = net
-        self._shared: SharedStatsGenerator | None = None
+        self._shared: Any = None  # models.norm_stats.SharedStatsGenerator, built on first use
         self.shares_stats = has_instance_norm(net)
         if options.compile:
             mode = None
@@ -263,6 +266,8 @@ class TorchRunner:
     ) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         if self._shared is None:  # fp32: variances overflow fp16
+            from models.norm_stats import SharedStatsGenerator
+
             self._shared = SharedStatsGenerator(self._base).float().eval()
         shared = self._shared
         with torch.inference_mode():
@@ -286,16 +291,21 @@ def _onnx_has_gpu() -> bool:
     )
 
 
+def _torch_has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # an onnxruntime-only install (the API image)
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def _make_runner(model: StoredModel, direction: str, options: EngineOptions) -> Runner:
     """`auto`: onnxruntime, unless only torch can reach the GPU (no onnxruntime-gpu here)."""
     backend = options.backend
     if backend == "auto":
         backend = "onnx"
-        if options.device != "cpu" and not _onnx_has_gpu():
-            import torch
-
-            if torch.cuda.is_available():
-                backend = "torch"
+        if options.device != "cpu" and not _onnx_has_gpu() and _torch_has_cuda():
+            backend = "torch"
     if backend == "torch":
         return TorchRunner(model, direction, options)
     return OnnxRunner(model, direction, options)

@@ -8,6 +8,7 @@ workers must start exactly as cli.launch (and so the end-to-end tests) start the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from cli.launch import API_COMMAND, DISTRIBUTED_ENV, WORKER_COMMAND
 from service.api.metrics import Metrics
@@ -240,3 +242,77 @@ def test_images_install_the_versions_the_tests_ran_with() -> None:
             name = requirement.name.lower().replace("_", "-")
             assert name in pins, f"{name} is not pinned in deploy/constraints.txt"
             assert requirement.specifier.contains(pins[name], prereleases=True), name
+
+
+def write_constraints() -> Any:
+    """deploy/write_constraints.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "write_constraints", ROOT / "deploy/write_constraints.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pip_installs(name: str) -> list[list[str]]:
+    """The arguments of every `pip install` a Dockerfile runs."""
+    installs = []
+    for kind, arguments in dockerfile(name):
+        if kind != "RUN":
+            continue
+        for command in re.split(r"&&|;", arguments):
+            words = shlex.split(command)
+            if words[:2] == ["pip", "install"]:
+                installs.append(words[2:])
+    return installs
+
+
+def test_the_api_image_installs_the_api_requirements_and_the_package_without_its_deps() -> None:
+    """Dockerfile.api: pyproject.toml's dependencies less the training-only ones, pinned, then
+    the package with --no-deps (its own requirements name torch), and torch nowhere."""
+    module = write_constraints()
+    [requirements, package] = pip_installs("Dockerfile.api")
+    assert requirements[:2] == ["--constraint", "deploy/constraints.txt"]
+    assert requirements[2:] == module.api_requirements(), "print them: deploy/write_constraints.py"
+    assert package == ["--no-deps", "."]
+    text = (ROOT / "deploy/Dockerfile.api").read_text()
+    assert "download.pytorch.org" not in text
+    for raw in requirements[2:]:
+        assert module.normalise(Requirement(raw).name) not in module.TRAINING_ONLY, raw
+    env = " ".join(a for kind, a in dockerfile("Dockerfile.api") if kind == "ENV")
+    assert "UNPAIRED_DEVICE=cpu" in env.split(), "no torch: the image must not probe for CUDA"
+    # the worker image installs the package with its dependencies: torch among them
+    assert pip_installs("Dockerfile.worker")[0] == ["--constraint", "deploy/constraints.txt", "."]
+
+
+def test_nothing_the_api_image_installs_pulls_torch_in() -> None:
+    """The API requirements' whole closure (markers and extras evaluated on this machine, from
+    the installed packages' own metadata): no torch, torchvision, triton or CUDA wheel, and
+    every package in it pinned by deploy/constraints.txt."""
+    module = write_constraints()
+    found: dict[str, str] = {}
+    for raw in module.api_requirements():
+        requirement = Requirement(raw)
+        module.closure(requirement.name, tuple(requirement.extras), found)
+    heavy = {name for name in found if name in module.TRAINING_ONLY or name == "triton"}
+    heavy |= {name for name in found if name.startswith(("nvidia-", "cuda-"))}
+    assert not heavy, f"the API image would install {sorted(heavy)}"
+    assert {"fastapi", "uvicorn", "celery", "onnxruntime", "redis"} <= found.keys()
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "deploy/constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert found.keys() <= pins.keys(), f"unpinned: {sorted(found.keys() - pins.keys())}"
+
+
+def test_only_real_dependencies_are_left_out_of_the_api_image() -> None:
+    """TRAINING_ONLY names dependencies pyproject.toml has (no typo silently keeps torch in)."""
+    import tomllib
+
+    module = write_constraints()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {module.normalise(Requirement(raw).name) for raw in project["dependencies"]}
+    assert names >= module.TRAINING_ONLY, module.TRAINING_ONLY - names
+    assert {"torch", "torchvision"} <= module.TRAINING_ONLY

@@ -6,37 +6,28 @@ same device: torch eager fp32 at batch 1. A ResNet-9 (ngf 64) CycleGAN generator
 once into a temporary store (speed does not depend on the weights). On a slow CPU, cells whose
 predicted run time exceeds --budget seconds are skipped and marked so, never silently dropped.
 
-    python bench/engine.py                         # CPU: onnxruntime (fp32, int8) vs torch
-    python bench/engine.py --device cuda --json-out docs/engine_h100.json
+    python -m bench.engine_throughput              # CPU: onnxruntime (fp32, int8) vs torch
+    python -m bench.engine_throughput --device cuda --json-out docs/engine_h100.json
+    python -m bench.engine_throughput --sizes 64 --batches 1,8 --min-seconds 0.5  # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.harness import cpu_name, report_json  # noqa: E402
-from models import build_generator  # noqa: E402
-from models.manifest import Architecture  # noqa: E402
-from service.inference.engine import Engine, EngineOptions  # noqa: E402
-from service.store.model_store import ModelStore  # noqa: E402
-from training.export import ExportOptions, export_generators  # noqa: E402
-
-err = Console(stderr=True)
+from bench.harness import MODEL, cpu_name, err, export_bench_model, report_json
+from service.inference.engine import Engine, EngineOptions
+from service.store.model_store import ModelStore
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class Config:
     warmup: int = 1
 
 
-def configs(device: str, threads: int | None) -> list[Config]:
+def configs(device: Literal["cpu", "cuda"], threads: int | None) -> list[Config]:
     """The reference first, then what this device can run."""
     reference = Config(
         "torch eager fp32 (reference)",
@@ -91,19 +82,6 @@ def configs(device: str, threads: int | None) -> list[Config]:
     return out
 
 
-def export_model(folder: Path, ngf: int, device: str) -> ModelStore:
-    arch = Architecture(generator="resnet_9blocks", ngf=ngf, norm="instance")
-    torch.manual_seed(0)
-    net = build_generator(arch.generator, ngf=ngf).eval()
-    # Speed does not depend on the weights, but int8 fidelity does: a random-init network is
-    # far more sensitive to quantization than a trained one, so no fidelity floor here.
-    options = ExportOptions(fp16=True, tiled=False, int8=device == "cpu", int8_min_psnr=0)
-    export_generators(
-        {"AtoB": net}, folder / "store" / "bench", name="bench", architecture=arch, options=options
-    )
-    return ModelStore(folder / "store")
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -138,8 +116,8 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
-    device = args.device
-    if device == "auto":
+    device: Literal["cpu", "cuda"] = args.device
+    if args.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     batches = [int(b) for b in args.batches.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -147,8 +125,12 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        store = export_model(Path(scratch), args.ngf, device)
-        model = store.open("bench")
+        # speed does not depend on the weights; int8 fidelity does (no floor: random weights)
+        folder = Path(scratch) / "store"
+        store = ModelStore(
+            export_bench_model(folder, "resnet_9blocks", args.ngf, fp16=True, int8=device == "cpu")
+        )
+        model = store.open(MODEL)
         for config in configs(device, args.threads):
             engine = Engine(model, "AtoB", config.options)
             info = engine.describe()

@@ -37,10 +37,10 @@ Checks printed at the end (PASS/FAIL, with the numbers):
   the mode's peak throughput;
 - every answer correct (no errors).
 
-    python bench/service.py                                  # every mode, c = 1,8,32,128
-    python bench/service.py --modes embedded,embedded-nobatch --concurrency 8,32
-    python bench/service.py --quick                          # smoke run, about a minute
-    python bench/service.py --json-out docs/service_cpu.json
+    python -m bench.http_service                          # every mode, c = 1,8,32,128
+    python -m bench.http_service --modes embedded,embedded-nobatch --concurrency 8,32
+    python -m bench.http_service --quick                  # smoke run, about a minute
+    python -m bench.http_service --json-out docs/service_cpu.json
 """
 
 from __future__ import annotations
@@ -49,40 +49,35 @@ import argparse
 import asyncio
 import itertools
 import os
-import signal
-import sys
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.harness import (
     MODEL,
     PHOTOS,
-    Child,
     ClosedLoop,
+    Service,
+    answer_measures,
+    answer_problem,
     cpu_name,
     err,
     export_bench_model,
     photo_crops,
-    png_problem,
     png_size,
     report_json,
     run_async,
-    service_env,
-    stop_all,
-    unpaired,
+    running_service,
+    terminate_on_sigterm,
 )
-from cli.local_redis import LocalRedis, free_port
 from service.inference.engine import Engine, EngineOptions
 from service.inference.image_io import DecodedImage, decode_image
 from service.store.model_store import ModelStore
@@ -161,63 +156,6 @@ def engine_rate(
     return counted / elapsed, engines[0].describe()
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-
-def wait_ready(server: Child, url: str, workers: int, others: Sequence[Child]) -> None:
-    """Until /readyz answers 200 (and, distributed, names `workers` live workers)."""
-    deadline = time.monotonic() + 180
-    last: object = None
-    while time.monotonic() < deadline:
-        for process in (server, *others):
-            process.check_alive()
-        try:
-            response = httpx.get(f"{url}/readyz", timeout=2)
-            last = response.text
-            if response.status_code == 200:
-                live = response.json().get("checks", {}).get("workers", 0)
-                if workers == 0 or live >= workers:
-                    return
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"the service did not get ready: {last}\n{server.tail()}")
-
-
-@dataclass
-class Service:
-    url: str
-    processes: list[Child]  # the server first
-
-    def cpu_seconds(self) -> float:
-        return sum(p.cpu_seconds() for p in self.processes)
-
-
-@contextmanager
-def running_service(mode: Mode, settings: Mapping[str, object], folder: Path) -> Iterator[Service]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:  # unwinds in reverse: server, then workers, then redis
-        settings = dict(settings)
-        workers: list[Child] = []
-        if mode.workers:
-            redis_server = stack.enter_context(LocalRedis(folder / "redis"))
-            settings["broker_url"] = redis_server.url
-            env = service_env(settings)
-            workers = [
-                unpaired(["worker", "--name", f"bench-{i}"], env, folder / f"worker-{i}.log")
-                for i in range(mode.workers)
-            ]
-            stack.callback(stop_all, workers)
-        port = free_port()
-        server = unpaired(
-            ["serve", "--port", str(port)], service_env(settings), folder / "server.log"
-        )
-        stack.callback(stop_all, [server])
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url, mode.workers, workers)
-        yield Service(url, [server, *workers])
-
-
 # --- the client ---------------------------------------------------------------------------------
 
 
@@ -245,32 +183,15 @@ async def drive(
                     load.finish(phase, sent, type(exc).__name__)
                     continue
                 problem = answer_problem(response, size)
-                h = response.headers
                 load.finish(
                     phase,
                     sent,
                     problem,
-                    {
-                        "batch": int(h.get("x-batch-size", 0)),
-                        "queue_ms": 1000 * float(h.get("x-queue-seconds", 0)),
-                        "engine_ms": 1000 * float(h.get("x-engine-seconds", 0)),
-                    }
-                    if problem is None
-                    else None,
-                    h.get("x-worker"),
+                    answer_measures(response) if problem is None else None,
+                    response.headers.get("x-worker"),
                 )
 
         await asyncio.gather(*(one() for _ in range(load.concurrency)))
-
-
-def answer_problem(response: httpx.Response, size: tuple[int, int]) -> str | None:
-    """None for a 200 PNG of the input's size; else what is wrong with the answer."""
-    if response.status_code != 200:
-        problem = f"HTTP {response.status_code}"
-        with suppress(Exception):
-            problem += f" {response.json()['error']['code']}"
-        return problem
-    return png_problem(response.content, size)
 
 
 def measure_cell(
@@ -304,101 +225,100 @@ def knee(rows: Sequence[dict[str, Any]]) -> int:
     return min(r["concurrency"] for r in rows if r["images_per_s"] >= SATURATION * peak)
 
 
-def checks(rows: Sequence[dict[str, Any]], target_c: int = 32) -> list[dict[str, Any]]:
-    by_mode: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_mode.setdefault(r["mode"], []).append(r)
-    out: list[dict[str, Any]] = []
+Check = dict[str, Any]
 
-    # 1. served / engine at concurrency 32, batching on
+
+def check_vs_engine(
+    rows: Sequence[dict[str, Any]], by_mode: dict[str, list[dict[str, Any]]], target_c: int
+) -> Check:
+    """1. served / engine at concurrency 32, batching on."""
+    name = f"served / engine >= 80% at c={target_c} (embedded)"
     cell = next((r for r in by_mode.get("embedded", []) if r["concurrency"] == target_c), None)
     if cell is None or cell.get("vs_engine") is None:
-        out.append(
-            {
-                "name": f"served / engine >= 80% at c={target_c} (embedded)",
-                "passed": None,
-                "detail": f"not measured (needs mode embedded at concurrency {target_c})",
-            }
-        )
-    else:
-        others = ", ".join(
-            f"{r['mode']} {r['vs_engine']:.0%}"
-            for r in rows
-            if r["concurrency"] == target_c and r["mode"] != "embedded" and r.get("vs_engine")
-        )
-        out.append(
-            {
-                "name": f"served / engine >= 80% at c={target_c} (embedded)",
-                "passed": cell["vs_engine"] >= 0.8,
-                "value": cell["vs_engine"],
-                "detail": f"{cell['images_per_s']:.1f} / {cell['engine_images_per_s']:.1f} img/s"
-                f" = {cell['vs_engine']:.0%}" + (f" (others: {others})" if others else ""),
-            }
-        )
+        detail = f"not measured (needs mode embedded at concurrency {target_c})"
+        return {"name": name, "passed": None, "detail": detail}
+    others = ", ".join(
+        f"{r['mode']} {r['vs_engine']:.0%}"
+        for r in rows
+        if r["concurrency"] == target_c and r["mode"] != "embedded" and r.get("vs_engine")
+    )
+    return {
+        "name": name,
+        "passed": cell["vs_engine"] >= 0.8,
+        "value": cell["vs_engine"],
+        "detail": f"{cell['images_per_s']:.1f} / {cell['engine_images_per_s']:.1f} img/s"
+        f" = {cell['vs_engine']:.0%}" + (f" (others: {others})" if others else ""),
+    }
 
-    # 2. batching on beats off at c >= 8
+
+def check_batching(by_mode: dict[str, list[dict[str, Any]]]) -> Check:
+    """2. batching on beats off at c >= 8."""
+    name = "batching on beats off at c >= 8"
     on = {r["concurrency"]: r for r in by_mode.get("embedded", [])}
     off = {r["concurrency"]: r for r in by_mode.get("embedded-nobatch", [])}
     pairs = [(c, on[c], off[c]) for c in sorted(on) if c >= 8 and c in off]
     if not pairs:
-        out.append(
-            {
-                "name": "batching on beats off at c >= 8",
-                "passed": None,
-                "detail": "not measured (needs embedded and embedded-nobatch at c >= 8)",
-            }
-        )
-    else:
-        out.append(
-            {
-                "name": "batching on beats off at c >= 8",
-                "passed": all(a["images_per_s"] > b["images_per_s"] for _, a, b in pairs),
-                "detail": "; ".join(
-                    f"c={c}: {a['images_per_s']:.1f} vs {b['images_per_s']:.1f} img/s "
-                    f"({a['images_per_s'] / max(b['images_per_s'], 1e-9):.2f}x)"
-                    for c, a, b in pairs
-                ),
-            }
-        )
+        detail = "not measured (needs embedded and embedded-nobatch at c >= 8)"
+        return {"name": name, "passed": None, "detail": detail}
+    return {
+        "name": name,
+        "passed": all(a["images_per_s"] > b["images_per_s"] for _, a, b in pairs),
+        "detail": "; ".join(
+            f"c={c}: {a['images_per_s']:.1f} vs {b['images_per_s']:.1f} img/s "
+            f"({a['images_per_s'] / max(b['images_per_s'], 1e-9):.2f}x)"
+            for c, a, b in pairs
+        ),
+    }
 
-    # 3. p99 / p50 < 3 below saturation
+
+def check_tail_latency(by_mode: dict[str, list[dict[str, Any]]]) -> Check:
+    """3. p99 / p50 < 3 below saturation."""
+    name = "p99/p50 < 3x below saturation"
     below = []
     for cells in by_mode.values():
         limit = knee(cells)
         below += [r for r in cells if r["concurrency"] <= limit and r["p99_over_p50"]]
     if not below:
-        out.append({"name": "p99/p50 < 3x below saturation", "passed": None, "detail": "no data"})
-    else:
-        worst = max(below, key=lambda r: r["p99_over_p50"])
-        failing = [r for r in below if r["p99_over_p50"] >= 3]
-        detail = (
-            f"worst {worst['p99_over_p50']:.2f}x ({worst['mode']} c={worst['concurrency']}, "
-            f"p50 {worst['p50_ms']:.0f} ms, p99 {worst['p99_ms']:.0f} ms) over "
-            + ", ".join(f"{r['mode']} c={r['concurrency']}" for r in below)
-        )
-        if failing:
-            detail += "; over 3x: " + ", ".join(
-                f"{r['mode']} c={r['concurrency']} {r['p99_over_p50']:.2f}x" for r in failing
-            )
-        out.append(
-            {"name": "p99/p50 < 3x below saturation", "passed": not failing, "detail": detail}
-        )
-
-    # 4. correctness
-    bad = [r for r in rows if r["errors"] or r["warmup_errors"]]
-    out.append(
-        {
-            "name": "every answer a PNG of the input's size",
-            "passed": not bad,
-            "detail": "; ".join(
-                f"{r['mode']} c={r['concurrency']}: {r['error_kinds'] or ''}"
-                f"{' warm-up ' + str(r['warmup_errors']) if r['warmup_errors'] else ''}"
-                for r in bad
-            )
-            or f"{sum(r['ok'] for r in rows)} answers checked",
-        }
+        return {"name": name, "passed": None, "detail": "no data"}
+    worst = max(below, key=lambda r: r["p99_over_p50"])
+    failing = [r for r in below if r["p99_over_p50"] >= 3]
+    detail = (
+        f"worst {worst['p99_over_p50']:.2f}x ({worst['mode']} c={worst['concurrency']}, "
+        f"p50 {worst['p50_ms']:.0f} ms, p99 {worst['p99_ms']:.0f} ms) over "
+        + ", ".join(f"{r['mode']} c={r['concurrency']}" for r in below)
     )
-    return out
+    if failing:
+        detail += "; over 3x: " + ", ".join(
+            f"{r['mode']} c={r['concurrency']} {r['p99_over_p50']:.2f}x" for r in failing
+        )
+    return {"name": name, "passed": not failing, "detail": detail}
+
+
+def check_answers(rows: Sequence[dict[str, Any]]) -> Check:
+    """4. correctness."""
+    bad = [r for r in rows if r["errors"] or r["warmup_errors"]]
+    return {
+        "name": "every answer a PNG of the input's size",
+        "passed": not bad,
+        "detail": "; ".join(
+            f"{r['mode']} c={r['concurrency']}: {r['error_kinds'] or ''}"
+            f"{' warm-up ' + str(r['warmup_errors']) if r['warmup_errors'] else ''}"
+            for r in bad
+        )
+        or f"{sum(r['ok'] for r in rows)} answers checked",
+    }
+
+
+def checks(rows: Sequence[dict[str, Any]], target_c: int = 32) -> list[Check]:
+    by_mode: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_mode.setdefault(r["mode"], []).append(r)
+    return [
+        check_vs_engine(rows, by_mode, target_c),
+        check_batching(by_mode),
+        check_tail_latency(by_mode),
+        check_answers(rows),
+    ]
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -513,62 +433,36 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds the ExitStacks: every child is stopped
+@dataclass
+class Reference:
+    """The engine alone, in this process, on the decoded inputs: one rate per (engine
+    processes, threads per engine, batch)."""
 
+    store: ModelStore
+    decoded: Sequence[DecodedImage]
+    device: str
+    seconds: float
+    described: dict[str, object] = field(default_factory=dict)
 
-def main() -> None:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    modes = [MODES[m] for m in args.modes.split(",")]
-    levels = [int(c) for c in args.concurrency.split(",")]
-    cores = args.cores or len(os.sched_getaffinity(0))
-    import torch
-
-    fp16 = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    err.print(f"CPU: {cpu_name()} x {cores} cores", highlight=False)
-
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
-        folder = Path(scratch)
-        err.print(f"exporting {args.generator} ngf {args.ngf} ...")
-        store = ModelStore(
-            export_bench_model(folder / "store", args.generator, args.ngf, fp16=fp16)
+    def rate(self, key: tuple[int, int, int]) -> float:
+        processes, threads, batch = key
+        rate, described = engine_rate(
+            self.store,
+            self.decoded,
+            processes=processes,
+            threads=threads,
+            batch=batch,
+            device=self.device,
+            seconds=self.seconds,
         )
-        pngs = photo_crops(args.size)
-        payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
-        decoded = [decode_image(data) for data in pngs]
+        self.described.update(described)
+        return rate
 
-        # the reference: one row per (engine processes, threads, batch) the modes need
-        needed = sorted(
-            {
-                (
-                    m.engine_processes,
-                    max(1, cores // m.engine_processes),
-                    args.max_batch if m.batching else 1,
-                )
-                for m in modes
-            }
-        )
-        engine_rows: list[dict[str, Any]] = []
-        described: dict[str, object] = {}
-
-        def reference(key: tuple[int, int, int]) -> float:
-            processes, threads, batch = key
-            rate, described_ = engine_rate(
-                store,
-                decoded,
-                processes=processes,
-                threads=threads,
-                batch=batch,
-                device=args.device,
-                seconds=args.engine_seconds,
-            )
-            described.update(described_)
-            return rate
-
-        for key in needed:
-            rate = reference(key)
-            engine_rows.append(
+    def rows(self, keys: Sequence[tuple[int, int, int]]) -> list[dict[str, Any]]:
+        out = []
+        for key in keys:
+            rate = self.rate(key)
+            out.append(
                 {
                     "processes": key[0],
                     "threads": key[1],
@@ -580,85 +474,139 @@ def main() -> None:
                 f"engine {key[0]} x {key[1]} threads, batch {key[2]}: {rate:.1f} img/s",
                 highlight=False,
             )
-        rates = {(r["processes"], r["threads"], r["batch"]): r["images_per_s"] for r in engine_rows}
+        return out
 
-        base = {
-            "store": folder / "store",
-            "cache_dir": folder / "cache",
-            "models": MODEL,
-            "device": args.device,
-            "max_wait_ms": args.max_wait_ms,
-            "max_queue": max(256, 4 * max(levels)),
-            "request_timeout_s": REQUEST_TIMEOUT_S,
-            "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
-            "log_level": "warning",
-            "log_format": "text",
-        }
-        rows: list[dict[str, Any]] = []
-        threads_used: dict[str, dict[str, int]] = {}
-        for mode in modes:
-            threads = max(1, cores // mode.engine_processes)
-            batch = args.max_batch if mode.batching else 1
-            threads_used[mode.name] = {
-                "engine_processes": mode.engine_processes,
-                "engine_threads": threads,
-            }
-            settings = {**base, "threads": threads, "max_batch": batch}
-            err.print(f"starting {mode.name} ...", highlight=False)
-            with running_service(mode, settings, folder / "logs" / mode.name) as service:
-                for level in levels:
-                    row = {"mode": mode.name, **measure_cell(service, payloads, level, args)}
-                    reference_rate = rates[(mode.engine_processes, threads, batch)]
-                    row["engine_images_per_s"] = reference_rate
-                    row["vs_engine"] = round(row["images_per_s"] / reference_rate, 3)
-                    rows.append(row)
-                    err.print(
-                        f"  c={level:4d}: {row['images_per_s']:7.1f} img/s "
-                        f"({row['vs_engine']:.0%} of engine), p50 {row['p50_ms']:.0f} ms, "
-                        f"p99 {row['p99_ms']:.0f} ms, batch {row.get('mean_batch')}, "
-                        f"errors {row['errors']}",
-                        highlight=False,
-                    )
-                    if row["errors"] or row["warmup_errors"]:
-                        err.print(f"  errors: {row['error_kinds']} {row['warmup_errors']}")
-                        for process in service.processes:
-                            err.print(process.tail(1500), highlight=False, markup=False)
-            if args.keep_logs:
-                import shutil
 
-                shutil.copytree(folder / "logs", args.keep_logs, dirs_exist_ok=True)
+def measure_mode(
+    mode: Mode,
+    settings: dict[str, object],
+    folder: Path,
+    payloads: Sequence[tuple[bytes, tuple[int, int]]],
+    reference_rate: float,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Every concurrency level of one mode, on one service started for it."""
+    rows = []
+    err.print(f"starting {mode.name} ...", highlight=False)
+    with running_service(mode.workers, settings, folder) as service:
+        for level in [int(c) for c in args.concurrency.split(",")]:
+            row = {"mode": mode.name, **measure_cell(service, payloads, level, args)}
+            row["engine_images_per_s"] = reference_rate
+            row["vs_engine"] = round(row["images_per_s"] / reference_rate, 3)
+            rows.append(row)
+            err.print(
+                f"  c={level:4d}: {row['images_per_s']:7.1f} img/s "
+                f"({row['vs_engine']:.0%} of engine), p50 {row['p50_ms']:.0f} ms, "
+                f"p99 {row['p99_ms']:.0f} ms, batch {row.get('mean_batch')}, "
+                f"errors {row['errors']}",
+                highlight=False,
+            )
+            if row["errors"] or row["warmup_errors"]:
+                err.print(f"  errors: {row['error_kinds']} {row['warmup_errors']}")
+                for process in service.processes:
+                    err.print(process.tail(1500), highlight=False, markup=False)
+    return rows
 
-        # the reference again: did the machine change speed while we measured?
-        for r in engine_rows:
-            key = (r["processes"], r["threads"], r["batch"])
-            r["images_per_s_after"] = round(reference(key), 3)
 
-    result: dict[str, Any] = {
+def service_settings(folder: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The settings every mode shares (`UNPAIRED_*` of its processes)."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    return {
+        "store": folder / "store",
+        "cache_dir": folder / "cache",
+        "models": MODEL,
+        "device": args.device,
+        "max_wait_ms": args.max_wait_ms,
+        "max_queue": max(256, 4 * max(levels)),
+        "request_timeout_s": REQUEST_TIMEOUT_S,
+        "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
+        "log_level": "warning",
+        "log_format": "text",
+    }
+
+
+def describe_run(
+    args: argparse.Namespace,
+    cores: int,
+    inputs: int,
+    max_queue: object,
+    described: dict[str, object],
+    threads: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """What the result's numbers were measured on and with."""
+    return {
         "benchmark": "service",
         "cpu": cpu_name(),
         "cores": cores,
         "engine_device": described,
         "model": f"{args.generator} ngf {args.ngf} (random weights)",
         "size": args.size,
-        "inputs": f"{len(pngs)} PNG crops of skimage {', '.join(PHOTOS)}",
+        "inputs": f"{inputs} PNG crops of skimage {', '.join(PHOTOS)}",
         "settings": {
             "max_batch": args.max_batch,
             "max_wait_ms": args.max_wait_ms,
-            "max_queue": base["max_queue"],
+            "max_queue": max_queue,
             "request_timeout_s": REQUEST_TIMEOUT_S,
             "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
         },
-        "threads": threads_used,
+        "threads": threads,
         "client": {
             "library": f"httpx {httpx.__version__}",
             "protocol": "HTTP/1.1 keep-alive, one connection per in-flight request",
             "warmup_s": args.warmup,
             **({"requests": args.requests} if args.requests else {"seconds": args.seconds}),
         },
-        "engine": engine_rows,
-        "rows": rows,
     }
-    result["checks"] = checks(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    terminate_on_sigterm()
+    modes = [MODES[m] for m in args.modes.split(",")]
+    cores = args.cores or len(os.sched_getaffinity(0))
+    import torch
+
+    fp16 = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    err.print(f"CPU: {cpu_name()} x {cores} cores", highlight=False)
+
+    def key(mode: Mode) -> tuple[int, int, int]:  # (engine processes, threads, batch)
+        threads = max(1, cores // mode.engine_processes)
+        return mode.engine_processes, threads, args.max_batch if mode.batching else 1
+
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
+        folder = Path(scratch)
+        err.print(f"exporting {args.generator} ngf {args.ngf} ...")
+        store = ModelStore(
+            export_bench_model(folder / "store", args.generator, args.ngf, fp16=fp16)
+        )
+        pngs = photo_crops(args.size)
+        payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
+        reference = Reference(
+            store, [decode_image(data) for data in pngs], args.device, args.engine_seconds
+        )
+        # the reference: one row per (engine processes, threads, batch) the modes need
+        engine_rows = reference.rows(sorted({key(m) for m in modes}))
+        rates = {(r["processes"], r["threads"], r["batch"]): r["images_per_s"] for r in engine_rows}
+        base = service_settings(folder, args)
+        rows: list[dict[str, Any]] = []
+        for mode in modes:
+            _, threads, batch = key(mode)
+            settings = {**base, "threads": threads, "max_batch": batch}
+            logs = folder / "logs" / mode.name
+            rows += measure_mode(mode, settings, logs, payloads, rates[key(mode)], args)
+            if args.keep_logs:
+                shutil.copytree(folder / "logs", args.keep_logs, dirs_exist_ok=True)
+        # the reference again: did the machine change speed while we measured?
+        for r in engine_rows:
+            r["images_per_s_after"] = round(
+                reference.rate((r["processes"], r["threads"], r["batch"])), 3
+            )
+
+    used = {
+        m.name: {"engine_processes": m.engine_processes, "engine_threads": key(m)[1]} for m in modes
+    }
+    result = describe_run(args, cores, len(pngs), base["max_queue"], reference.described, used)
+    result.update(engine=engine_rows, rows=rows, checks=checks(rows))
     print_report(result)
     report_json(result, args.json_out)
 
