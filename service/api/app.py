@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from service.api.error_handlers import install_error_handlers
+from service.api.error_handlers import AllowedMethods, install_error_handlers
 from service.api.metrics import Metrics
 from service.api.middleware import ServiceMiddleware
+from service.api.openapi import install_openapi
 from service.api.routers import health, jobs, models, translate, web
 from service.api.security import ApiKeys, RateLimiter
 from service.api.state import ServiceState
@@ -37,7 +39,7 @@ DESCRIPTION = """
 Unpaired image-to-image translation (CycleGAN, DiscoGAN) as a service.
 
 - `GET /v1/models` lists the models of the store; `POST /v1/models/{name}/translate` translates.
-- Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
+- Errors are always JSON: `{"error": {"code": "...", "message": "..."}}` (`ErrorResponse`).
 - `POST /v1/jobs` converts a whole archive, several files or a folder in the background;
   `GET /v1/jobs/{id}` reports progress, `GET /v1/jobs/{id}/result` downloads the outputs.
 - With API keys configured, send `Authorization: Bearer <key>`.
@@ -77,6 +79,11 @@ async def _sweep_forever(jobs: JobManager, retention_s: float) -> None:
         except Exception as exc:  # Redis away, a file busy: try again next time
             log.warning("could not remove expired jobs: %s", exc)
         await asyncio.sleep(min(600.0, retention_s / 10))
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The handler's name (`get_job`): what a generated client names its functions."""
+    return route.name
 
 
 def create_app(
@@ -121,11 +128,15 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
     app.state.service = state
-    install_error_handlers(app)
-    for router in (health.router, models.router, translate.router, jobs.router, web.router):
+    routers = (health.router, models.router, translate.router, jobs.router, web.router)
+    for router in routers:
         app.include_router(router)
+    routes = [*app.routes, *(route for router in routers for route in router.routes)]
+    install_error_handlers(app, AllowedMethods(routes))
+    install_openapi(app, settings)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     if settings.cors_origins:
         app.add_middleware(

@@ -10,17 +10,25 @@ never shows a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route, get_route_path
 
 from models.validation import ValidationErrors, describe_validation_error, problems
 from service.errors import ANSWERS, answer_for
 
-__all__ = ["ApiError", "RequestTooLarge", "install_error_handlers", "to_api_error"]
+__all__ = [
+    "AllowedMethods",
+    "ApiError",
+    "RequestTooLarge",
+    "install_error_handlers",
+    "to_api_error",
+]
 
 log = logging.getLogger("unpaired.api")
 
@@ -99,14 +107,44 @@ _HTTP_CODES: Final = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+class AllowedMethods:
+    """Every method some route serves at a path, for the ``Allow`` of a 405.
+
+    Starlette's 405 names the methods of the first route whose path matched (``POST`` where
+    ``/v1/jobs`` serves GET and POST); this looks at all of them.
+    """
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self._routes = [
+            (route.path_regex, sorted(route.methods))
+            for route in routes
+            if isinstance(route, Route) and route.methods
+        ]
+
+    def at(self, path: str) -> list[str]:
+        methods: list[str] = []
+        for pattern, route_methods in self._routes:
+            if pattern.match(path):
+                methods.extend(m for m in route_methods if m not in methods)
+        return methods
+
+
+def install_error_handlers(app: FastAPI, allowed: AllowedMethods | None = None) -> None:
+    """JSON answers for every error; `allowed` gives a 405 its full ``Allow``."""
+
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, to_api_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        error = ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        methods = allowed.at(get_route_path(request.scope)) if allowed is not None else []
+        if exc.status_code == 405 and methods:
+            headers["Allow"] = ", ".join(methods)
+            message = f"{request.method} is not allowed here; use {' or '.join(methods)}"
+        error = ApiError(exc.status_code, code, message, headers=headers)
         return error_response(request, error)
 
     async def on_invalid(request: Request, exc: Exception) -> JSONResponse:

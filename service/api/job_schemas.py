@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.records import JobStatus
 
-__all__ = ["JobCreate", "JobList", "JobOutputs", "JobView"]
+__all__ = ["DIRECTION_SCHEMA", "JobCreate", "JobList", "JobOptions", "JobOutputs", "JobView"]
 
 StateName = Literal["queued", "running", "succeeded", "partially_failed", "failed", "cancelled"]
 
 
-class JobCreate(BaseModel):
-    """A job over images already in storage (JSON body); uploads use multipart instead."""
+#: ``direction`` as the OpenAPI document states it: required (a model with two directions
+#: needs it, and a schema cannot tell models apart), though a one-way model takes it left out.
+DIRECTION_SCHEMA: Final[dict[str, Any]] = {
+    "type": "string",
+    "enum": ["AtoB", "BtoA"],
+    "description": "AtoB (G: X->Y) or BtoA (F: Y->X); a model with one direction also takes "
+    "it left out",
+}
 
-    model_config = ConfigDict(extra="forbid")
+
+def _direction_required(schema: dict[str, Any]) -> None:
+    schema["properties"]["direction"] = DIRECTION_SCHEMA
+    schema["required"] = [*schema.get("required", []), "direction"]
+
+
+class JobOptions(BaseModel):
+    """What every job names: the model, the direction, the outputs' format and place."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_direction_required)
 
     model: str = Field(description="model name or alias", examples=["day2night"])
     direction: Literal["AtoB", "BtoA"] | None = Field(
@@ -26,15 +41,21 @@ class JobCreate(BaseModel):
     )
     format: Literal["png", "jpeg", "jpg", "webp"] = "png"
     quality: int = Field(95, ge=1, le=100)
-    source: str = Field(
-        description="a folder or fsspec URL inside UNPAIRED_JOBS_ROOTS; its images (recursively)",
-        examples=["/data/photos/2026"],
-    )
     destination: str | None = Field(
         None,
         description="where outputs go (inside UNPAIRED_JOBS_ROOTS); default: the job's folder, "
         "downloadable as a zip",
         examples=["/data/photos/2026-night"],
+    )
+
+
+class JobCreate(JobOptions):
+    """A job over images already in storage (JSON body); uploads use multipart instead."""
+
+    source: str = Field(
+        min_length=1,
+        description="a folder or fsspec URL inside UNPAIRED_JOBS_ROOTS; its images (recursively)",
+        examples=["/data/photos/2026"],
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import Path
 from pydantic import BaseModel, Field
 
 from models.manifest import ModelManifest
+from service.api.zips import ZipItemError
 
 __all__ = [
     "DirectionInfo",
@@ -18,6 +19,7 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "ModelName",
+    "ParameterProblem",
     "ReadinessReport",
 ]
 
@@ -27,6 +29,16 @@ ModelName = Annotated[
 ]
 
 
+class ParameterProblem(BaseModel):
+    """One thing wrong with a request's parameters or body (a 422's details)."""
+
+    location: list[str] = Field(
+        description="where: `query`, `path` or `body`, then names and indexes",
+        examples=[["query", "quality"]],
+    )
+    message: str = Field(examples=["Input should be less than or equal to 100"])
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="stable, machine-readable reason", examples=["model_not_found"])
     message: str = Field(
@@ -34,8 +46,10 @@ class ErrorBody(BaseModel):
         examples=["no model 'horse2zebra' in store model-store (models: demo-day2night)"],
     )
     request_id: str | None = Field(None, description="the X-Request-ID of the request")
-    details: list[dict[str, Any]] | None = Field(
-        None, description="per-parameter problems (422), or per-file errors of a batch request"
+    details: list[ParameterProblem | ZipItemError] | None = Field(
+        None,
+        description="per-parameter problems (422), or, when none of several `files` could be "
+        "translated, each file's error (as in a zip's `errors.json`)",
     )
 
 

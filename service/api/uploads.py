@@ -71,6 +71,7 @@ async def _read_multipart(
     request: Request, *, max_bytes: int, max_files: int
 ) -> tuple[list[Upload], bool]:
     async with request.form(max_files=max_files, max_fields=max_files + 16) as form:
+        unknown = ", ".join(repr(k) for k in sorted(set(form.keys()) - {"file", "files"}))
         single = form.getlist("file")
         several = form.getlist("files")
         if single and several:
@@ -81,7 +82,15 @@ async def _read_multipart(
             )
         parts = single or several
         if not parts:
-            raise ApiError(422, "invalid_parameters", f"no image in the form: {HOW_TO_SEND}")
+            also = f" (unknown field(s) {unknown})" if unknown else ""
+            raise ApiError(422, "invalid_parameters", f"no image in the form{also}: {HOW_TO_SEND}")
+        if unknown:
+            raise ApiError(
+                422,
+                "invalid_parameters",
+                f"unknown form field(s) {unknown}: the form takes 'file' or 'files' "
+                "(direction, format and quality are query parameters)",
+            )
         uploads = []
         for index, part in enumerate(parts):
             if not isinstance(part, UploadFile):

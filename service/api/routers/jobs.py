@@ -9,9 +9,6 @@ a job is visible only to the key that submitted it.
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
 
@@ -22,10 +19,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.api.error_handlers import ApiError, invalid_parameters
-from service.api.job_schemas import JobCreate, JobList, JobOutputs, JobView, OutputView
-from service.api.schemas import ErrorResponse
+from service.api.job_schemas import (
+    JobCreate,
+    JobList,
+    JobOptions,
+    JobOutputs,
+    JobView,
+    OutputView,
+)
+from service.api.openapi import error_responses
 from service.api.state import AuthDep, ServiceState, StateDep
-from service.filenames import safe_file_name
+from service.api.zips import ZipItemError, zip_chunks
+from service.files import safe_file_name
 from service.inference.requests import OutputSpec
 from service.jobs.archives import ArchiveLimits, archive_kind
 from service.jobs.intake import Intake
@@ -35,50 +40,28 @@ from service.jobs.storage import Storage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)
-_BINARY: Final = {"type": "string", "format": "binary"}
 _FORM_FIELDS: Final = ("model", "direction", "format", "quality", "source", "destination")
-_SUBMIT_BODY: Final = {
-    "required": True,
-    "description": (
-        "multipart/form-data with `model` (and `direction`, `format`, `quality`) and the images "
-        "as one `archive` (zip or tar, optionally gzip/bzip2/xz-compressed) or several `files`; "
-        "or JSON (`JobCreate`) naming a `source` folder and an optional `destination`."
-    ),
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["model"],
-                "properties": {
-                    "model": {"type": "string", "examples": ["day2night"]},
-                    "direction": {"type": "string", "enum": ["AtoB", "BtoA"]},
-                    "format": {"type": "string", "enum": ["png", "jpeg", "jpg", "webp"]},
-                    "quality": {"type": "integer", "minimum": 1, "maximum": 100},
-                    "destination": {"type": "string"},
-                    "archive": {**_BINARY, "description": "a zip or tar of images"},
-                    "files": {"type": "array", "items": _BINARY, "description": "images"},
-                },
-            }
-        },
-        "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
-    },
+_FILE_FIELDS: Final = ("archive", "files")
+_ERRORS: Final = {
+    400: "`bad_archive`: an unreadable archive, or nothing to convert in it; `bad_request`: "
+    "a malformed form",
+    404: "`job_not_found`: no such job (or not yours); `model_not_found`, "
+    "`direction_not_found`: the model or its direction",
+    409: "`job_not_finished`: the job has not finished yet",
+    413: "`too_large`: the upload is too large, or holds more than UNPAIRED_MAX_JOB_ITEMS images",
+    415: "`unsupported_media_type`: neither multipart/form-data nor JSON; "
+    "`unsupported_archive`: `archive` is not a zip or tar",
+    422: "`invalid_parameters`: bad or unknown fields, or not exactly one of `archive`, "
+    "`files`, `source`; `direction_required`: no direction for a two-way model; "
+    "`invalid_location`: a source/destination outside the allowed roots (or none configured)",
+    503: "`starting`, `overloaded`; `job_store_unavailable`, `broker_unavailable`: the job "
+    "store or queue is unreachable; `model_unavailable`; see Retry-After",
 }
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "an unreadable archive or form",
-        401: "API key missing or wrong",
-        404: "no such job (or not yours), model or direction",
-        409: "the job has not finished yet",
-        413: "the upload is too large, or holds too many images",
-        415: "neither multipart/form-data nor JSON; or `archive` is not a zip or tar",
-        422: "bad parameters, or a source/destination outside the allowed roots",
-        429: "rate limit; see Retry-After",
-        503: "the job store is unreachable; see Retry-After",
-    }
-    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+    """The jobs' error answers: these, and the ones every operation has (401, 429, 503)."""
+    return error_responses({s: _ERRORS[s] for s in (*statuses, 503)})
 
 
 def _owner(state: ServiceState, client: str) -> str | None:
@@ -105,12 +88,19 @@ def _jobs(state: ServiceState) -> JobManager:
     ),
     response_model=JobView,
     responses={
-        202: {"description": "the job, queued (`Location` names it)"},
-        **_errors(400, 401, 404, 413, 415, 422, 429, 503),
+        202: {
+            "description": "the job, queued",
+            "headers": {
+                "Location": {
+                    "description": "the job's URL, `/v1/jobs/{id}`",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **_errors(400, 404, 413, 415, 422),
     },
-    openapi_extra={"requestBody": _SUBMIT_BODY},
 )
-async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResponse:
+async def submit_job(request: Request, state: StateDep, client: AuthDep) -> JSONResponse:
     jobs = _jobs(state)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "application/json":
@@ -124,6 +114,14 @@ async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResp
         async with request.form(
             max_files=settings.max_job_items, max_fields=len(_FORM_FIELDS) + 8
         ) as form:
+            unknown = sorted(set(form.keys()) - {*_FORM_FIELDS, *_FILE_FIELDS})
+            if unknown:
+                raise ApiError(
+                    422,
+                    "invalid_parameters",
+                    f"unknown form field(s) {', '.join(map(repr, unknown))}; the fields are "
+                    + ", ".join(repr(f) for f in (*_FORM_FIELDS, *_FILE_FIELDS)),
+                )
             fields = {k: v for k in _FORM_FIELDS if isinstance(v := form.get(k), str)}
             archive = form.get("archive")
             files = form.getlist("files")
@@ -147,6 +145,25 @@ async def submit(request: Request, state: StateDep, client: AuthDep) -> JSONResp
     )
 
 
+def _job_request(state: ServiceState, fields: dict[str, Any], client: str) -> JobRequest:
+    """The job the fields describe (``source`` apart); 422 for bad fields, 404 for no model."""
+    catalog, _ = state.ready()
+    source = fields.pop("source", None) or None
+    try:
+        options = JobOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid_parameters(exc) from None
+    manifest = catalog.resolve(options.model)
+    return JobRequest(
+        model=manifest.name,
+        direction=manifest.resolve_direction(options.direction),
+        output=OutputSpec(format=options.format, quality=options.quality),
+        owner=client,
+        source=source,
+        destination=options.destination or None,
+    )
+
+
 async def _submit(
     state: ServiceState,
     jobs: JobManager,
@@ -155,7 +172,6 @@ async def _submit(
     archive: UploadFile | None,
     files: list[UploadFile],
 ) -> JobStatus:
-    catalog, _ = state.ready()
     given = [
         n
         for n, v in (("archive", archive), ("files", files), ("source", fields.get("source")))
@@ -168,19 +184,7 @@ async def _submit(
             "give the images one way: an 'archive', 'files', or a 'source' location"
             + (f" (got {', '.join(given)})" if given else ""),
         )
-    try:
-        body = JobCreate.model_validate({"source": "", **fields})
-    except ValidationError as exc:
-        raise invalid_parameters(exc) from None
-    manifest = await run_in_threadpool(catalog.resolve, body.model)
-    job = JobRequest(
-        model=manifest.name,
-        direction=manifest.resolve_direction(body.direction),
-        output=OutputSpec(format=body.format, quality=body.quality),
-        owner=client,
-        source=body.source or None,
-        destination=body.destination or None,
-    )
+    job = await run_in_threadpool(_job_request, state, dict(fields), client)
     settings = state.settings
     limits = ArchiveLimits(
         max_members=settings.max_job_items,
@@ -213,7 +217,7 @@ async def _submit(
     "",
     summary="List jobs",
     response_model=JobList,
-    responses=_errors(401, 429, 503),
+    responses=_errors(422),
 )
 async def list_jobs(
     state: StateDep,
@@ -233,7 +237,7 @@ async def list_jobs(
     "/{job_id}",
     summary="A job's state, counts, progress, throughput, ETA and failed images",
     response_model=JobView,
-    responses=_errors(401, 404, 429, 503),
+    responses=_errors(404),
 )
 async def get_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     jobs = _jobs(state)
@@ -247,7 +251,7 @@ async def get_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     description="No new chunk starts; images already converted are kept. Cancelling a "
     "finished job changes nothing.",
     response_model=JobView,
-    responses=_errors(401, 404, 429, 503),
+    responses=_errors(404),
 )
 async def cancel_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     jobs = _jobs(state)
@@ -265,16 +269,18 @@ async def cancel_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     response_class=Response,
     responses={
         200: {
-            "description": "the outputs",
+            "description": "the outputs: a zip (`errors.json` in it: a JSON list of "
+            "`ZipItemError`, one per failed image), or `JobOutputs` for a job with a "
+            "`destination`",
             "content": {
-                "application/zip": {"schema": _BINARY},
+                "application/zip": {"schema": {"type": "string", "format": "binary"}},
                 "application/json": {"schema": {"$ref": "#/components/schemas/JobOutputs"}},
             },
         },
-        **_errors(401, 404, 409, 429, 503),
+        **_errors(404, 409),
     },
 )
-async def job_result(job_id: str, state: StateDep, client: AuthDep) -> Response:
+async def get_job_result(job_id: str, state: StateDep, client: AuthDep) -> Response:
     jobs = _jobs(state)
     status = await run_in_threadpool(jobs.get, job_id, _owner(state, client))
     if not status.finished:
@@ -291,41 +297,15 @@ async def job_result(job_id: str, state: StateDep, client: AuthDep) -> Response:
             outputs=[OutputView(item=i.name, output=storage.path(i.output)) for i in written],
         )
         return JSONResponse(body.model_dump(mode="json"))
+    errors = [ZipItemError(item=e.item, error=e.error) for e in status.errors]
     return StreamingResponse(
-        _zip_stream(Storage(spec.outputs), written, status),
+        zip_chunks(_outputs(Storage(spec.outputs), written), errors),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="job-{spec.id}.zip"'},
     )
 
 
-class _Sink(io.RawIOBase):
-    """A write-only stream zipfile writes into while we hand its bytes to the client."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def drain(self) -> bytes:
-        out, self.parts = b"".join(self.parts), []
-        return out
-
-
-def _zip_stream(storage: Storage, written: list[Item], status: JobStatus) -> Iterator[bytes]:
-    """The zip, one output at a time (stored: images are compressed already)."""
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
-        for item in written:
-            archive.writestr(zipfile.ZipInfo(item.output, _ZIP_DATE), storage.read(item.output))
-            yield sink.drain()
-        if status.errors:
-            errors = [{"item": e.item, "error": e.error} for e in status.errors]
-            archive.writestr(
-                zipfile.ZipInfo("errors.json", _ZIP_DATE), json.dumps(errors, indent=1)
-            )
-    yield sink.drain()
+def _outputs(storage: Storage, written: list[Item]) -> Iterator[tuple[str, bytes]]:
+    """The job's outputs, read one at a time as the zip streams."""
+    for item in written:
+        yield item.output, storage.read(item.output)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Final
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from service.api.schemas import ErrorResponse, ModelInfo, ModelList, ModelName
+from service.api.openapi import error_responses
+from service.api.schemas import ModelInfo, ModelList, ModelName
 from service.api.state import AuthDep, StateDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "API key missing or wrong"},
-    429: {"model": ErrorResponse, "description": "rate limit; see Retry-After"},
-    503: {"model": ErrorResponse, "description": "still starting, or the store is unreadable"},
-}
+_UNAVAILABLE: Final = (
+    "`starting`, `overloaded`: see Retry-After; `model_unavailable`: the store or a manifest "
+    "cannot be read"
+)
 
 
-@router.get("", summary="List the models", responses=_ERRORS)
+@router.get("", summary="List the models", responses=error_responses({503: _UNAVAILABLE}))
 async def list_models(state: StateDep, _: AuthDep) -> ModelList:
     catalog, _translator = state.ready()
     manifests = await run_in_threadpool(catalog.manifests)
@@ -32,7 +32,9 @@ async def list_models(state: StateDep, _: AuthDep) -> ModelList:
 @router.get(
     "/{name}",
     summary="One model, by name or alias",
-    responses={404: {"model": ErrorResponse, "description": "no such model"}, **_ERRORS},
+    responses=error_responses(
+        {404: "`model_not_found`: no such model (the message lists the store's)", 503: _UNAVAILABLE}
+    ),
 )
 async def get_model(name: ModelName, state: StateDep, _: AuthDep) -> ModelInfo:
     catalog, _translator = state.ready()

@@ -9,10 +9,7 @@ waiting for its work (its queued images are dropped).
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import time
-import zipfile
 from collections.abc import Awaitable
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -21,10 +18,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.error_handlers import ApiError, to_api_error
-from service.api.schemas import ErrorResponse, ModelName
+from service.api.openapi import error_responses
+from service.api.schemas import ModelName
 from service.api.state import AuthDep, ServiceState, StateDep
 from service.api.uploads import Upload, choose_format, read_uploads
-from service.files import OutputNames, safe_stem
+from service.api.zips import ZipItemError, zip_bytes
+from service.files import safe_stem
 from service.inference.requests import OutputSpec, Translated, TranslationRequest, Translator
 
 router = APIRouter(prefix="/v1/models", tags=["translate"])
@@ -32,64 +31,46 @@ router = APIRouter(prefix="/v1/models", tags=["translate"])
 T = TypeVar("T")
 
 _BINARY: Final = {"type": "string", "format": "binary"}
-_IMAGE_TYPES: Final = ("image/png", "image/jpeg", "image/webp")
-_REQUEST_BODY: Final = {
-    "required": True,
-    "description": (
-        "The image as the raw body (`Content-Type: image/*`), or multipart/form-data with one "
-        "`file` (answered with an image) or one or more `files` (answered with a zip)."
-    ),
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {**_BINARY, "description": "one image; the answer is an image"},
-                    "files": {
-                        "type": "array",
-                        "items": _BINARY,
-                        "description": "several images; the answer is a zip",
-                    },
-                },
-            }
-        },
-        **{media: {"schema": _BINARY} for media in (*_IMAGE_TYPES, "application/octet-stream")},
-    },
-}
+_ANSWER_TYPES: Final = ("image/png", "image/jpeg", "image/webp", "application/zip")
 _HEADERS: Final = {
     "X-Request-ID": "echoed from the request, or made up",
     "X-Model": "the model's name (an alias in the URL is resolved)",
     "X-Direction": "AtoB or BtoA",
-    "X-Batch-Size": "images in the engine call this one ran in",
-    "X-Queue-Seconds": "time spent waiting for the batch to start",
-    "X-Engine-Seconds": "engine time of that batch",
+    "X-Batch-Size": "images in the engine call this one ran in (one image)",
+    "X-Queue-Seconds": "time spent waiting for the batch to start (one image)",
+    "X-Engine-Seconds": "engine time of that batch (one image)",
+    "X-Files": "outputs in the zip (`files`)",
+    "X-Failed": "inputs listed in the zip's `errors.json` (`files`)",
 }
 _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     200: {
-        "description": "the translated image (or a zip for `files`)",
-        "content": {media: {"schema": _BINARY} for media in (*_IMAGE_TYPES, "application/zip")},
+        "description": "the translated image; for `files`, a zip of one output per input that "
+        "worked and, if some failed, `errors.json`: a JSON list of `ZipItemError`",
+        "content": {media: {"schema": _BINARY} for media in _ANSWER_TYPES},
         "headers": {
             name: {"description": text, "schema": {"type": "string"}}
             for name, text in _HEADERS.items()
         },
     },
-    **{
-        status: {"model": ErrorResponse, "description": text}
-        for status, text in {
-            400: "not a readable image, or an empty body",
-            401: "API key missing or wrong",
-            404: "no such model, or the model lacks the direction",
-            406: "Accept names no image type the API produces",
-            413: "the body or an image is too large (bytes or pixels)",
-            415: "the body is not an image / form, or the image format is not accepted",
-            422: "bad parameters (direction, format, quality, form fields)",
-            429: "rate limit; see Retry-After",
-            503: "the queue is full or the job queue is unreachable; see Retry-After",
-            504: "the translation did not finish before the request's deadline",
-        }.items()
-    },
+    **error_responses(
+        {
+            400: "`corrupt`, `bad_mode`, `empty`: not a readable image (truncated, damaged, "
+            "empty); `bad_request`: a malformed form, or more `files` than UNPAIRED_MAX_FILES",
+            404: "`model_not_found`: no such model; `direction_not_found`: the model lacks "
+            "the direction",
+            406: "`not_acceptable`: Accept names no image type the API produces",
+            413: "`too_large`: the body or an image is too large (bytes or pixels)",
+            415: "`unsupported_media_type`: the body is not an image or a form; "
+            "`unsupported_format`: an image format outside UNPAIRED_IMAGE_FORMATS",
+            422: "`invalid_parameters`: bad `direction`, `format`, `quality` or form fields; "
+            "`direction_required`: no direction for a model with two",
+            503: "`queue_full`, `overloaded`, `starting`, `shutting_down`: at capacity; "
+            "`broker_unavailable`: Redis unreachable (see Retry-After); `model_unavailable`: "
+            "the model's files fail their checksums",
+            504: "`deadline_exceeded`: not translated within UNPAIRED_REQUEST_TIMEOUT_S",
+        }
+    ),
 }
-_ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)  # fixed, so the same images give the same zip
 
 
 @router.post(
@@ -103,7 +84,6 @@ _ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)  # fixed, so the same images give the s
     ),
     response_class=Response,
     responses=_RESPONSES,
-    openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def translate(
     request: Request,
@@ -223,51 +203,36 @@ def _zip_response(
     output: OutputSpec,
     headers: dict[str, str],
 ) -> Response:
-    failures: list[dict[str, Any]] = []
-    buffer = io.BytesIO()
-    names = OutputNames()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for index, (upload, result) in enumerate(zip(uploads, results, strict=True)):
-            if isinstance(result, BaseException):
-                # _translate turns every failure into an ApiError; anything else is a bug
-                error = (
-                    result if isinstance(result, ApiError) else to_api_error(RuntimeError(result))
+    failures: list[ZipItemError] = []
+    outputs: list[tuple[str, bytes]] = []
+    for index, (upload, result) in enumerate(zip(uploads, results, strict=True)):
+        if isinstance(result, BaseException):
+            # _translate turns every failure into an ApiError; anything else is a bug
+            error = result if isinstance(result, ApiError) else to_api_error(RuntimeError(result))
+            failures.append(
+                ZipItemError(
+                    item=upload.name, error=error.message, code=error.code, status=error.status
                 )
-                failures.append(
-                    {
-                        "file": upload.name,
-                        "status": error.status,
-                        "code": error.code,
-                        "message": error.message,
-                    }
-                )
-                continue
-            stem = safe_stem(upload.name, f"image-{index + 1}")
-            entry = names.unique(stem, output.suffix, upload.name)
-            archive.writestr(_zip_info(entry), result.data)
-        if failures:
-            archive.writestr(_zip_info("errors.json"), json.dumps(failures, indent=2) + "\n")
-    if len(failures) == len(uploads):
+            )
+        else:
+            name = safe_stem(upload.name, f"image-{index + 1}") + output.suffix
+            outputs.append((name, result.data))
+    if not outputs:
         first = failures[0]
+        assert first.status is not None and first.code is not None
         raise ApiError(
-            first["status"],
-            first["code"],
-            f"none of the {len(uploads)} images could be translated: {first['message']}",
-            details=failures,
+            first.status,
+            first.code,
+            f"none of the {len(uploads)} images could be translated: {first.error}",
+            details=[failure.as_json() for failure in failures],
         )
     return Response(
-        buffer.getvalue(),
+        zip_bytes(outputs, failures),
         media_type="application/zip",
         headers={
             **headers,
-            "X-Files": str(len(uploads) - len(failures)),
+            "X-Files": str(len(outputs)),
             "X-Failed": str(len(failures)),
             **_disposition("translated.zip", "attachment"),
         },
     )
-
-
-def _zip_info(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.external_attr = 0o644 << 16
-    return info

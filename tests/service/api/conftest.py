@@ -16,7 +16,9 @@ from skimage import data
 
 from service.api.app import create_app
 from service.settings import Settings
+from service.store.model_store import ModelStore
 from tests.service.api.browser import browser, downloads  # noqa: F401 (fixtures of the page tests)
+from tests.service.servers import running_server, service_env
 
 ClientFactory = Callable[..., Any]
 
@@ -70,3 +72,13 @@ def api(settings_for: Callable[..., Settings]) -> Iterator[ClientFactory]:
             yield c
 
     yield serve
+
+
+@pytest.fixture(scope="module")
+def live_url(tmp_path_factory: pytest.TempPathFactory, exported_model: Path) -> Iterator[str]:
+    """A real `unpaired serve` (embedded mode, default settings) over a store with the tiny
+    model, for the module's tests; its base URL."""
+    root = tmp_path_factory.mktemp("live")
+    ModelStore(root / "store").publish(exported_model)
+    with running_server(service_env(root / "store"), root / "api.log") as server:
+        yield server.url

@@ -258,6 +258,14 @@ def test_bad_submissions_are_clear_errors(api: Any, tmp_path: Path) -> None:
             ),
             (client.post("/v1/jobs", json={"model": "tiny", "source": "/tmp"}), 422),  # no roots
             (client.post("/v1/jobs", json={"model": "tiny", "bogus": 1}), 422),
+            (
+                client.post(
+                    "/v1/jobs",
+                    data={"model": "tiny", "direction": "AtoB", "colour": "red"},
+                    files={"archive": ("a.zip", zip_of({"a.png": image}))},
+                ),
+                422,  # an unknown form field
+            ),
             (client.get("/v1/jobs/not-a-job"), 404),
             (client.get(f"/v1/jobs/{'0' * 32}"), 404),
             (client.delete(f"/v1/jobs/{'0' * 32}"), 404),

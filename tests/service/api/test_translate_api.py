@@ -92,8 +92,19 @@ def test_several_files_answer_a_zip_naming_the_failures(api: ClientFactory) -> N
     assert archive.namelist() == ["a.webp", "a-2.webp", "b_weird.webp", "errors.json"]
     assert archive.read("a.webp") == single.content  # same bytes as a one-image request
     (failure,) = json.loads(archive.read("errors.json"))
-    assert failure["file"] == "broken.png" and failure["status"] == 400
+    assert failure["item"] == "broken.png" and failure["status"] == 400
+    assert failure["error"].startswith("broken.png: not a readable image"), failure
     assert failure["code"] == "corrupt"
+
+
+def test_unknown_form_fields_are_refused(api: ClientFactory) -> None:
+    with api() as client:
+        response = client.post(
+            f"{URL}?direction=AtoB",
+            files={"file": ("a.png", png(), "image/png"), "quality": (None, "80")},
+        )
+    assert response.status_code == 422
+    assert "unknown form field(s) 'quality'" in response.json()["error"]["message"]
 
 
 def test_when_every_file_fails_the_answer_is_the_error(api: ClientFactory) -> None:
@@ -103,7 +114,7 @@ def test_when_every_file_fails_the_answer_is_the_error(api: ClientFactory) -> No
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "corrupt" and "none of the 2 images" in error["message"]
-    assert [d["file"] for d in error["details"]] == ["0.png", "1.png"]
+    assert [d["item"] for d in error["details"]] == ["0.png", "1.png"]
 
 
 def test_direction_may_be_left_out_for_a_one_way_model(
