@@ -4,6 +4,7 @@
     unpaired jobs status JOB_ID        unpaired jobs wait JOB_ID
     unpaired jobs download JOB_ID --out night/
     unpaired jobs cancel JOB_ID        unpaired jobs list
+    unpaired jobs delete JOB_ID
 
 Folders and images are packed into one zip (stored, not recompressed) and uploaded as the
 job's archive, keeping their relative paths; a .zip or .tar file is uploaded as it is;
@@ -291,8 +292,19 @@ def cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a job: no new chunk starts; finished outputs are kept."""
-    job = Client(url, api_key).call("DELETE", f"/v1/jobs/{job_id}").json()
+    job = Client(url, api_key).call("POST", f"/v1/jobs/{job_id}/cancel").json()
     _report(job, as_json)
+
+
+@app.command()
+def delete(
+    job_id: Annotated[str, typer.Argument(help="the job's id")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Delete a finished job with its uploaded inputs and outputs (cancel a running one first)."""
+    Client(url, api_key).call("DELETE", f"/v1/jobs/{job_id}")
+    err.print(f"deleted job {job_id}")
 
 
 @app.command("list")

@@ -33,6 +33,7 @@ __all__ = [
     "ImageRejected",
     "ImageTooLarge",
     "IntakeError",
+    "JobNotFinished",
     "JobNotFound",
     "LocationError",
     "ModelIntegrityError",
@@ -140,6 +141,10 @@ class JobNotFound(LookupError):
     """No such job (or not the caller's)."""
 
 
+class JobNotFinished(Exception):
+    """The job is still queued or running: its outputs are not complete, it cannot be deleted."""
+
+
 class LocationError(ValueError):
     """A source or destination outside the allowed roots, or one that does not exist."""
 
@@ -203,6 +208,7 @@ ANSWERS: Final[dict[type[Exception], Answer]] = {
     BatcherClosed: Answer(503, "shutting_down", "the server is shutting down; retry shortly", True),
     BrokerUnavailable: Answer(503, "broker_unavailable", "the job queue is unreachable: {}", True),
     JobNotFound: Answer(404, "job_not_found"),
+    JobNotFinished: Answer(409, "job_not_finished"),
     LocationError: Answer(422, "invalid_location"),
     ArchiveError: Answer(400, "bad_archive"),
     IntakeError: Answer(400, "bad_archive"),

@@ -292,6 +292,11 @@ _JOB_LINKS: Final = {
         "parameters": _JOB_ID,
         "description": "cancel the job",
     },
+    "DeleteJob": {
+        "operationId": "delete_job",
+        "parameters": _JOB_ID,
+        "description": "delete the job once it has ended",
+    },
     "GetJobResult": {
         "operationId": "get_job_result",
         "parameters": _JOB_ID,

@@ -51,6 +51,10 @@ class JobStore(Protocol):
         """Items with an output, sorted by output name."""
         ...
 
+    def running_chunks(self, job_id: str) -> int:
+        """Chunks started and not yet recorded (a cancelled job's last ones may still run)."""
+        ...
+
     def unfinished_chunks(self, job_id: str) -> list[int]: ...
 
     def expired(self, finished_before: float) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.errors import IntakeError, JobNotFound
+from service.errors import IntakeError, JobNotFinished, JobNotFound
 from service.inference.requests import OutputSpec
 from service.jobs.intake import Intake
 from service.jobs.job_store import JobStore
@@ -145,12 +145,36 @@ class JobManager:
     def page(self, owner: str | None, limit: int, before: float | None) -> list[JobStatus]:
         return self.store.page(owner, limit, before)
 
+    def finished(self, job_id: str, owner: str | None) -> JobStatus:
+        """The job, once it has ended; :class:`JobNotFinished` while it is queued or running."""
+        status = self.get(job_id, owner)
+        if not status.finished:
+            raise JobNotFinished(
+                f"job {job_id} is {status.state.value}; wait until it ends (or cancel it)"
+            )
+        return status
+
     def cancel(self, job_id: str, owner: str | None) -> JobStatus:
+        """No new chunk starts; images already converted stay. A finished job is unchanged."""
         self.get(job_id, owner)
         status = self.store.cancel(job_id)
         if status is None:
             raise JobNotFound(f"no job {job_id!r}")
         return status
+
+    def delete(self, job_id: str, owner: str | None) -> None:
+        """Forget a finished job with its uploaded inputs and its outputs (those written to a
+        caller's `destination`, and a `source`, stay where they are). A cancelled job whose
+        last chunks are still running is not finished with its files yet: refused until then."""
+        self.finished(job_id, owner)
+        if self.store.running_chunks(job_id):
+            raise JobNotFinished(
+                f"job {job_id} is cancelled, but its last images are still being written; "
+                "retry in a moment"
+            )
+        self.files.remove_job(job_id)
+        self.store.delete(job_id)
+        log.info("job %s deleted", job_id, extra={"job": job_id})
 
     def sweep(self, now: float | None = None) -> int:
         """Hand over the chunks of jobs whose submission stopped half-way (the API died

@@ -33,9 +33,11 @@ PREFIX: Final = "unpaired:job:"
 INDEX: Final = "unpaired:jobs"  # sorted set: job id -> created_at
 UNDISPATCHED: Final = "unpaired:jobs:undispatched"  # jobs whose chunks are not all queued
 
-# KEYS: job, chunks done, written, errors; ARGV: chunk index, now, written json, errors json
+# KEYS: job, chunks done, written, errors, chunks running; ARGV: chunk index, now, written json,
+# errors json
 _FINISH_CHUNK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SREM', KEYS[5], ARGV[1])
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 local written = cjson.decode(ARGV[3])
 local errors = cjson.decode(ARGV[4])
@@ -54,12 +56,16 @@ end
 return 1
 """
 
-# KEYS: job, chunks done; ARGV: chunk index, now
+# KEYS: job, chunks done, chunks running; ARGV: chunk index, now
 _START_CHUNK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'queued' and state ~= 'running' then return nil end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return nil end
+local recorded = redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1
+if (state ~= 'queued' and state ~= 'running') or recorded then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return nil
+end
+redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 return redis.call('HGET', KEYS[1], 'spec')
@@ -75,9 +81,17 @@ return state
 """
 
 
-def _keys(job_id: str) -> tuple[str, str, str, str, str]:
+def _keys(job_id: str) -> tuple[str, str, str, str, str, str]:
+    """The job's hash, then its sets and hashes: done, written, errors, chunks, running."""
     base = PREFIX + job_id
-    return base, f"{base}:done", f"{base}:written", f"{base}:errors", f"{base}:chunks"
+    return (
+        base,
+        f"{base}:done",
+        f"{base}:written",
+        f"{base}:errors",
+        f"{base}:chunks",
+        f"{base}:running",
+    )
 
 
 class RedisJobStore:
@@ -91,7 +105,7 @@ class RedisJobStore:
     def create(
         self, spec: JobSpec, chunks: Sequence[Sequence[Item]], refused: Sequence[ItemError]
     ) -> JobStatus:
-        job, _, _, errors, chunk_key = _keys(spec.id)
+        job, _, _, errors, chunk_key, _ = _keys(spec.id)
         fields: dict[str, Any] = {
             "spec": json.dumps(spec.to_dict()),
             "owner": spec.owner,
@@ -124,7 +138,7 @@ class RedisJobStore:
         return status
 
     def get(self, job_id: str, errors_limit: int = ERRORS_LIMIT) -> JobStatus | None:
-        job, _, _, errors, _ = _keys(job_id)
+        job, _, _, errors, *_ = _keys(job_id)
         data = self.client.hgetall(job)
         if not data:
             return None
@@ -162,14 +176,14 @@ class RedisJobStore:
         return [] if raw is None else [Item.from_list(v) for v in json.loads(raw)]
 
     def start_chunk(self, job_id: str, index: int) -> JobSpec | None:
-        job, done, *_ = _keys(job_id)
-        raw = self._start(keys=[job, done], args=[index, time.time()])
+        job, done, *_, running = _keys(job_id)
+        raw = self._start(keys=[job, done, running], args=[index, time.time()])
         return None if raw is None else JobSpec.from_dict(json.loads(raw))
 
     def finish_chunk(self, job_id: str, index: int, outcome: ChunkOutcome) -> None:
-        job, done, written, errors, _ = _keys(job_id)
+        job, done, written, errors, _, running = _keys(job_id)
         self._finish(
-            keys=[job, done, written, errors],
+            keys=[job, done, written, errors, running],
             args=[
                 index,
                 time.time(),
@@ -188,6 +202,9 @@ class RedisJobStore:
             for name, output in self.client.hscan_iter(_keys(job_id)[2], count=1000)
         ]
         return sorted(items, key=lambda item: item.output)
+
+    def running_chunks(self, job_id: str) -> int:
+        return int(self.client.scard(_keys(job_id)[5]))
 
     def unfinished_chunks(self, job_id: str) -> list[int]:
         job, done, *_ = _keys(job_id)

@@ -167,7 +167,17 @@ class SqliteJobStore:
                 (job_id, index),
             ).fetchone()
             if row is None or row[1] in TERMINAL or row[2] == "done":
+                # not to run: a chunk claimed for a job cancelled since is not running either
+                db.execute(
+                    "UPDATE chunks SET state = 'queued' "
+                    "WHERE job_id = ? AND idx = ? AND state = 'running'",
+                    (job_id, index),
+                )
                 return None
+            db.execute(
+                "UPDATE chunks SET state = 'running' WHERE job_id = ? AND idx = ?",
+                (job_id, index),
+            )
             db.execute(
                 "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
                 (JobState.RUNNING, time.time(), job_id),
@@ -221,6 +231,13 @@ class SqliteJobStore:
                 "SELECT item, output FROM written WHERE job_id = ? ORDER BY output", (job_id,)
             ).fetchall()
         return [Item(name, output) for name, output in rows]
+
+    def running_chunks(self, job_id: str) -> int:
+        with self._mutex:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM chunks WHERE job_id = ? AND state = 'running'", (job_id,)
+            ).fetchone()
+        return int(count)
 
     def unfinished_chunks(self, job_id: str) -> list[int]:
         with self._mutex:

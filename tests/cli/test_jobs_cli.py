@@ -58,6 +58,9 @@ def test_the_jobs_commands_drive_a_server(model_store: Path, tmp_path: Path) -> 
         assert "succeeded" in waited.stderr
         cancelled = unpaired("jobs", "cancel", job_id, "--json", *url)
         assert json.loads(cancelled.stdout)["state"] == "succeeded"  # too late: no change
+        deleted = unpaired("jobs", "delete", job_id, *url)
+        assert deleted.returncode == 0 and f"deleted job {job_id}" in deleted.stderr
+        assert_user_error(unpaired("jobs", "status", job_id, *url), "no job")
 
         assert_user_error(unpaired("jobs", "status", "0" * 32, *url), "no job")
         assert_user_error(

@@ -245,8 +245,8 @@ async def get_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     return JobView.of(status)
 
 
-@router.delete(
-    "/{job_id}",
+@router.post(
+    "/{job_id}/cancel",
     summary="Cancel a job",
     description="No new chunk starts; images already converted are kept. Cancelling a "
     "finished job changes nothing.",
@@ -257,6 +257,22 @@ async def cancel_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
     jobs = _jobs(state)
     status = await run_in_threadpool(jobs.cancel, job_id, _owner(state, client))
     return JobView.of(status)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a finished job",
+    description="The job's record, its uploaded inputs and its outputs are removed (outputs "
+    "written to a `destination` stay). A job still queued or running is refused with 409: "
+    "cancel it first (`POST /v1/jobs/{job_id}/cancel`).",
+    response_class=Response,
+    responses={204: {"description": "deleted"}, **_errors(404, 409)},
+)
+async def delete_job(job_id: str, state: StateDep, client: AuthDep) -> Response:
+    jobs = _jobs(state)
+    await run_in_threadpool(jobs.delete, job_id, _owner(state, client))
+    return Response(status_code=204)
 
 
 @router.get(
@@ -282,11 +298,7 @@ async def cancel_job(job_id: str, state: StateDep, client: AuthDep) -> JobView:
 )
 async def get_job_result(job_id: str, state: StateDep, client: AuthDep) -> Response:
     jobs = _jobs(state)
-    status = await run_in_threadpool(jobs.get, job_id, _owner(state, client))
-    if not status.finished:
-        raise ApiError(
-            409, "job_not_finished", f"job {job_id} is {status.state.value}; wait until it ends"
-        )
+    status = await run_in_threadpool(jobs.finished, job_id, _owner(state, client))
     written = await run_in_threadpool(jobs.store.written, job_id)
     spec = status.spec
     if spec.destination is not None:

@@ -336,8 +336,8 @@ function poll() {
 async function cancelJob() {
   cancelButton.disabled = true;
   try {
-    const response = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}`, {
-      method: "DELETE",
+    const response = await fetch(`/v1/jobs/${encodeURIComponent(job.id)}/cancel`, {
+      method: "POST",
       headers: headers(),
     });
     if (!response.ok) throw new Error(await errorMessage(response));

@@ -10,8 +10,7 @@ would look refused. These hooks
   pixels, seeded by the bytes they replace), and a job's `archive` into a real zip or tar
   (gzip, bzip2, xz) holding an image and a text file (`map_case`);
 - drop a multipart case whose verdict (valid or not) is not that of what it sends
-  (`filter_case`, see there);
-- drop one failure kind, see `filter_failure`.
+  (`filter_case`, see there).
 
 Everything else in a request is left as generated. Load them with
 ``SCHEMATHESIS_HOOKS=tests/service/api/schemathesis_hooks.py`` (README, "Checking the schema").
@@ -36,9 +35,7 @@ import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
 from schemathesis import Case, HookContext
-from schemathesis.core.failures import Failure
 from schemathesis.core.parameters import ParameterLocation
-from schemathesis.openapi.checks import UseAfterFree
 from schemathesis.transport.serialization import Binary
 
 #: The media type the schema names -> the PIL format of an image sent as it.
@@ -194,11 +191,3 @@ def filter_case(context: HookContext, case: Case) -> bool:
         return True
     valid = jsonschema_rs.validator_for(alternative.validation_schema).is_valid(_as_sent(body))
     return bool(valid == component.mode.is_positive)
-
-
-@schemathesis.hook
-def filter_failure(context: HookContext, failure: Failure, case: Case, response: Any) -> bool:
-    """Keep every failure but one: `DELETE /v1/jobs/{id}` *cancels* a job, which stays readable
-    (its state, the outputs made before), as the schema says; schemathesis' use-after-free
-    check takes every DELETE for a removal."""
-    return not (isinstance(failure, UseAfterFree) and failure.free.startswith("DELETE /v1/jobs/"))

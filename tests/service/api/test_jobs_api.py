@@ -269,6 +269,7 @@ def test_bad_submissions_are_clear_errors(api: Any, tmp_path: Path) -> None:
             (client.get("/v1/jobs/not-a-job"), 404),
             (client.get(f"/v1/jobs/{'0' * 32}"), 404),
             (client.delete(f"/v1/jobs/{'0' * 32}"), 404),
+            (client.post(f"/v1/jobs/{'0' * 32}/cancel"), 404),
         ]
         for response, status in cases:
             assert response.status_code == status, response.text
@@ -288,7 +289,7 @@ def test_cancel_list_and_keys(api: Any, tmp_path: Path) -> None:
             headers=mine,
         )
         job = response.json()
-        cancelled = client.delete(f"/v1/jobs/{job['id']}", headers=mine).json()
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=mine).json()
         assert cancelled["state"] in ("cancelled", "succeeded")
         time.sleep(0.5)  # chunks already running finish; no new one starts
         after = client.get(f"/v1/jobs/{job['id']}", headers=mine).json()
@@ -301,3 +302,39 @@ def test_cancel_list_and_keys(api: Any, tmp_path: Path) -> None:
         listed = client.get("/v1/jobs", headers=mine).json()
         assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["next_before"] is None
         assert client.get("/v1/jobs").status_code == 401
+        assert client.delete(f"/v1/jobs/{job['id']}", headers=theirs).status_code == 404
+
+
+def test_a_finished_job_is_deleted_with_its_files_a_running_one_is_not(
+    api: Any, tmp_path: Path
+) -> None:
+    paths = photos(tmp_path / "in", 30)
+    archive = zip_of({p.name: p.read_bytes() for p in paths})
+    jobs_dir = tmp_path / "jobs"
+    with api(chunk_size=1, jobs_dir=str(jobs_dir)) as client:
+        job = client.post(
+            "/v1/jobs",
+            data={"model": "tiny", "direction": "AtoB"},
+            files={"archive": ("in.zip", archive)},
+        ).json()
+        early = client.delete(f"/v1/jobs/{job['id']}")
+        finished = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+        while finished["state"] in ("queued", "running"):  # chunks running end, none starts
+            time.sleep(0.1)
+            finished = client.get(f"/v1/jobs/{job['id']}").json()
+        assert (jobs_dir / job["id"]).is_dir()
+        deadline = time.monotonic() + 30
+        deleted = client.delete(f"/v1/jobs/{job['id']}")
+        while deleted.status_code == 409 and time.monotonic() < deadline:
+            # cancelled, but its last chunk is still writing: not deletable yet
+            assert "still being written" in deleted.json()["error"]["message"]
+            time.sleep(0.1)
+            deleted = client.delete(f"/v1/jobs/{job['id']}")
+        gone = client.get(f"/v1/jobs/{job['id']}")
+        again = client.delete(f"/v1/jobs/{job['id']}")
+    if early.status_code != 204:  # the job may already have ended (a fast machine)
+        assert early.status_code == 409, early.text
+        assert early.json()["error"]["code"] == "job_not_finished"
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert gone.status_code == 404 and again.status_code == 404
+    assert not (jobs_dir / job["id"]).exists()  # inputs and outputs removed with it

@@ -126,6 +126,21 @@ def test_a_cancelled_job_starts_no_chunk_and_keeps_what_finished(store: JobStore
     assert len(store.written(job)) >= 2
 
 
+def test_chunks_started_and_not_recorded_are_running(store: JobStore) -> None:
+    """What deleting a cancelled job waits for: its last chunks to end."""
+    job = spec(total=3, chunks=2).id
+    store.create(spec(total=3, chunks=2), CHUNKS, [])
+    assert store.running_chunks(job) == 0
+    store.start_chunk(job, 0)
+    store.start_chunk(job, 1)
+    assert store.running_chunks(job) == 2
+    store.finish_chunk(job, 0, written(*CHUNKS[0]))
+    assert store.running_chunks(job) == 1
+    store.cancel(job)
+    assert store.start_chunk(job, 1) is None  # redelivered after the cancel: it does not run
+    assert store.running_chunks(job) == 0
+
+
 def test_listing_is_newest_first_paged_and_per_owner(store: JobStore) -> None:
     ids = [f"{i:032x}" for i in range(5)]
     for i, job_id in enumerate(ids):
