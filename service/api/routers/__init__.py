@@ -1,1 +1,1 @@
-"""One router per resource: health, models, translate, and the web page."""
+"""One router per resource: health, the model catalog, translate, bulk jobs and the web page."""
