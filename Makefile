@@ -9,7 +9,7 @@ DEMO_MODEL := model-store/demo-$(DEMO_PAIR)/manifest.json
 # Debian packages the tests drive for real: a private Redis and a headless browser
 SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
 
-.PHONY: install serve demo demo-model test system-deps lint bench clean
+.PHONY: install serve demo demo-model test system-deps lint bench architecture clean
 
 $(BIN)/unpaired: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ test: install system-deps
 ## bench: training throughput on this machine (the others: docs/benchmarks.md)
 bench: install
 	$(BIN)/python -m bench.train_throughput
+
+## architecture: redraw docs/architecture/*.svg from the code (pydeps; needs Graphviz's `dot`)
+architecture: install
+	$(BIN)/pydeps bench --only models training service cli bench --max-module-depth 1 \
+		--rankdir BT --no-show -T svg -o docs/architecture/packages.svg
+	$(BIN)/pydeps service --only service --max-module-depth 2 \
+		--rankdir BT --no-show -T svg -o docs/architecture/service-rooms.svg
 
 clean:
 	rm -rf $(VENV) runs data model-store demo

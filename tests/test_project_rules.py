@@ -102,3 +102,23 @@ def test_module_names_do_not_repeat() -> None:
     assert not repeated and not shadowing, (
         f"repeated: {repeated}; named like a package: {shadowing}"
     )
+
+
+def test_every_room_is_in_the_layers_contract_and_the_architecture_page() -> None:
+    """A new room of `service` gets its place in the layering and on the page, on purpose."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (rooms_contract,) = [c for c in config["contracts"] if c.get("containers") == ["service"]]
+    layered = {name.strip() for layer in rooms_contract["layers"] for name in layer.split("|")}
+    rooms = {
+        path.stem if path.is_file() else path.name
+        for path in (ROOT / "service").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    }
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert rooms == layered, f"in service/ but not layered: {sorted(rooms - layered)}"
+    missing = sorted(
+        room for room in rooms if f"`{room}`" not in page and f"service/{room}/" not in page
+    )
+    assert not missing, f"not on docs/architecture.md: {missing}"
