@@ -25,6 +25,7 @@ import httpx
 import typer
 
 from cli.common import err, fail, failed, print_json
+from service.files import atomic_file, write_atomic
 from service.jobs.records import TERMINAL
 
 app = typer.Typer(help="Bulk jobs on a running server: submit, watch, download, cancel.")
@@ -251,8 +252,7 @@ def download(
                     print(entry["output"])
             return
         zip_path = out if out.suffix.lower() == ".zip" else out.with_name(f".{out.name}.zip")
-        zip_path.parent.mkdir(parents=True, exist_ok=True)
-        with zip_path.open("wb") as handle:
+        with atomic_file(zip_path) as handle:  # a broken download leaves no half zip
             for chunk in response.iter_bytes():
                 handle.write(chunk)
     if zip_path == out:
@@ -277,9 +277,7 @@ def _extract(archive_path: Path, folder: Path) -> list[str]:
             parts = PurePosixPath(info.filename).parts
             if info.is_dir() or not parts or ".." in parts or info.filename.startswith("/"):
                 continue
-            target = folder.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(info))
+            write_atomic(folder.joinpath(*parts), archive.read(info))
             written.append(info.filename)
     return written
 

@@ -13,15 +13,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Final
+from typing import BinaryIO, Final
 
 __all__ = [
     "OutputNames",
+    "atomic_file",
     "name_key",
     "output_name",
     "partial_name",
@@ -96,12 +100,15 @@ def partial_name(target: str | os.PathLike[str]) -> str:
     return os.path.join(folder, f".{name}.partial")
 
 
-def write_atomic(target: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `target` on a local disk atomically, creating its folder.
+@contextmanager
+def atomic_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that appears at `target` complete, or not at all, creating its folder.
 
-    The partial file has one name per output: a writer killed half-way leaves a file the next
-    write replaces, not an orphan. A writer that finds another's partial takes it over; the
-    other's rename then fails with FileNotFoundError (bulk chunks retry: the outputs agree).
+    It is written under :func:`partial_name` and renamed into place when the block ends
+    without an error (on an error the partial file is removed). The partial file has one name
+    per output: a writer killed half-way leaves a file the next write replaces, not an orphan.
+    A writer that finds another's partial takes it over; the other's rename then fails with
+    FileNotFoundError (bulk chunks retry: their outputs agree).
     """
     target = os.fspath(target)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
@@ -111,6 +118,17 @@ def write_atomic(target: str | os.PathLike[str], data: bytes) -> None:
     except FileExistsError:
         os.unlink(partial)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
     os.replace(partial, target)
+
+
+def write_atomic(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` on a local disk atomically (see :func:`atomic_file`)."""
+    with atomic_file(target) as handle:
+        handle.write(data)

@@ -283,3 +283,18 @@ def test_batched_array_variants_and_shape_errors() -> None:
         tensor_to_image(t)
     with pytest.raises(ValueError, match="to_rgb"):
         image_to_tensor(Image.new("L", (2, 2)))
+
+
+def test_a_folders_images_follow_one_rule(tmp_path: Path) -> None:
+    """Recursive, any-case image suffixes, hidden files and folders skipped, cycles ended."""
+    from models.imaging import find_images, is_listed_image
+
+    for name in ("b.PNG", "a.jpg", "sub/c.webp", ".hidden.png", "._mac.jpg", ".git/d.png",
+                 "sub/.cache/e.png", "notes.txt"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    assert found == ["a.jpg", "b.PNG", "sub/c.webp"]  # sub/loop/ is the root again: not twice
+    assert is_listed_image("cats/a.JPEG") and not is_listed_image("cats/.x/a.png")
+    assert not is_listed_image("a.txt")

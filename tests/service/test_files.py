@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from service.files import OutputNames, output_name, safe_file_name, safe_stem
+from service.files import (
+    OutputNames,
+    atomic_file,
+    output_name,
+    partial_name,
+    safe_file_name,
+    safe_stem,
+    write_atomic,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +58,22 @@ def test_unique_numbers_names_that_differ_only_in_case() -> None:
     assert names.unique("a", ".png", "a.PNG") == "a.png"
     assert names.unique("A", ".png", "A.png") == "A-2.png"
     assert names.unique("a", ".png", "a.jpg") == "a-3.png"
+
+
+def test_an_atomic_write_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "out.png"
+    with pytest.raises(RuntimeError), atomic_file(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("the writer dies")
+    assert not target.exists() and not Path(partial_name(target)).exists()
+    write_atomic(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]
+
+
+def test_a_killed_writers_partial_file_is_taken_over(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    Path(partial_name(target)).write_bytes(b"left by a writer that was killed")
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no orphan
