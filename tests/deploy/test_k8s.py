@@ -171,8 +171,12 @@ def parse_cli(command: str, args: list[str]) -> dict[str, Any]:
     """`unpaired COMMAND ARGS` parsed by the real CLI (unknown options and bad values raise)."""
     group = typer.main.get_command(cli_app)
     assert command in group.commands, f"`unpaired {command}` does not exist"  # type: ignore[attr-defined]
-    ctx = group.commands[command].make_context(command, list(args))  # type: ignore[attr-defined]
-    return dict(ctx.params)
+    cli_command = group.commands[command]  # type: ignore[attr-defined]
+    params = dict(cli_command.make_context(command, list(args)).params)
+    for param in cli_command.params:  # as the command sees them (typer < 0.28 leaves str here)
+        if param.type.name == "path" and isinstance(params.get(param.name), str):
+            params[param.name] = Path(params[param.name])
+    return params
 
 
 # --- schemas --------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_interactive_requests_are_served_while_a_job_runs(
         assert response.status_code == 200
         during = job(server.url, job_id)
         assert during["state"] == "running"  # answered before the job ended
-        cancelled = httpx.delete(f"{server.url}/v1/jobs/{job_id}", timeout=30).json()
+        cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", timeout=30).json()
         assert cancelled["state"] == "cancelled"
         time.sleep(2)  # chunks in hand finish; no new one starts
         after = job(server.url, job_id)
