@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,3 +129,22 @@ def running_workers(
     finally:
         for process in processes:
             stop_process(process)
+
+
+def wait_for_workers(
+    url: str,
+    count: int,
+    timeout: float = 60,
+    processes: Sequence[subprocess.Popen[bytes]] = (),
+) -> None:
+    """Until the server's /readyz counts `count` live workers (each has loaded its models and
+    consumes); readiness alone does not say so (workers may be scaled to zero)."""
+    deadline = time.monotonic() + timeout
+    response: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in processes), "a worker exited"
+        response = httpx.get(f"{url}/readyz", timeout=5)
+        if response.status_code == 200 and response.json()["checks"]["workers"] == count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{count} workers never became live: {response.text if response else ''}")

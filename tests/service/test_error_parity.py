@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from service.store.model_store import ModelStore
 from tests.service.api import conftest as api_fixtures
 from tests.service.api.conftest import png
 from tests.service.api.test_translate_api import BAD_REQUESTS
-from tests.service.servers import running_server, running_workers, service_env
+from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -248,19 +247,9 @@ def answers(
     with LocalRedis(tmp_path_factory.mktemp("parity-redis")) as redis:
         env = _env(store, broker_url=redis.url)
         with running_workers(env, logs), running_server(env, logs / "api.log") as server:
-            _wait_for_a_worker(server.url)
+            wait_for_workers(server.url, 1)
             found["distributed"] = answers_of(server.url)
     yield found
-
-
-def _wait_for_a_worker(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        checks = httpx.get(f"{url}/readyz", timeout=5).json()["checks"]
-        if checks.get("workers"):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("no worker became ready")
 
 
 @pytest.mark.parametrize("case", [*CASES, *LAST])

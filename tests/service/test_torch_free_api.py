@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,13 @@ import pytest
 from PIL import Image
 
 from cli.local_redis import LocalRedis
-from tests.service.servers import ROOT, running_server, running_workers, service_env
+from tests.service.servers import (
+    ROOT,
+    running_server,
+    running_workers,
+    service_env,
+    wait_for_workers,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -80,20 +85,6 @@ def png(side: int = 32) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (200, 120, 40)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def wait_for_a_worker(
-    url: str, workers: Sequence[subprocess.Popen[bytes]], timeout: float = 90
-) -> None:
-    """Until /readyz counts a live worker (it has loaded its models and consumes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert all(w.poll() is None for w in workers), "a worker exited"
-        response = httpx.get(f"{url}/readyz", timeout=5)
-        if response.status_code == 200 and response.json()["checks"]["workers"] >= 1:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"no worker became live: {response.text}")
 
 
 def translate_one(url: str) -> httpx.Response:
@@ -150,7 +141,7 @@ def test_the_api_serves_and_translates_where_torch_is_not_installed(
         running_workers(env, tmp_path) as workers,  # a worker has torch and onnxruntime
         running_server(api_env, tmp_path / "server.log") as server,
     ):
-        wait_for_a_worker(server.url, workers)
+        wait_for_workers(server.url, 1, timeout=90, processes=workers)
         models = httpx.get(f"{server.url}/v1/models", timeout=10)
         assert models.status_code == 200, models.text
         assert [m["name"] for m in models.json()["models"]] == ["tiny"]
@@ -185,6 +176,6 @@ def test_a_cpu_worker_needs_no_torch(
         running_workers(env, tmp_path) as workers,
         running_server(env, tmp_path / "server.log") as server,
     ):
-        wait_for_a_worker(server.url, workers)
+        wait_for_workers(server.url, 1, timeout=90, processes=workers)
         response = translate_one(server.url)
     assert response.status_code == 200, response.text + logs(tmp_path)

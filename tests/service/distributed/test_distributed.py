@@ -35,6 +35,7 @@ from tests.service.servers import (
     service_env,
     stop_process,
     unpaired_process,
+    wait_for_workers,
     worker_process,
 )
 
@@ -73,16 +74,6 @@ async def post_all(url: str, bodies: list[bytes], timeout: float = 120) -> list[
         return list(
             await asyncio.gather(*(client.post(URL, content=b, headers=PNG) for b in bodies))
         )
-
-
-def wait_for_workers(url: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{url}/readyz", timeout=5)
-        if response.status_code == 200 and response.json()["checks"]["workers"] == count:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{count} workers never became ready: {response.text}")
 
 
 def metric(text: str, name: str) -> float:

@@ -32,9 +32,8 @@ from tests.service.distributed.test_distributed import (
     expected_outputs,
     metric,
     photos,
-    wait_for_workers,
 )
-from tests.service.servers import running_server, running_workers, service_env
+from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from cli.local_redis import LocalRedis
-from tests.service.distributed.test_distributed import photos, wait_for_workers
+from tests.service.distributed.test_distributed import photos
 from tests.service.jobs.test_jobs_end_to_end import job, submit, wait_until, zipped
-from tests.service.servers import running_server, running_workers, service_env
+from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -17,12 +17,13 @@ import redis
 
 from cli.local_redis import LocalRedis
 from tests.cli.test_cli import unpaired
-from tests.service.distributed.test_distributed import photos, wait_for_workers
+from tests.service.distributed.test_distributed import photos
 from tests.service.servers import (
     running_server,
     running_workers,
     service_env,
     stop_process,
+    wait_for_workers,
     worker_process,
 )
 
