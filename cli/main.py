@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli import export_cmd, jobs_cmd, serve_cmd, translate_cmd
+from cli import distill_cmd, export_cmd, jobs_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 
 if TYPE_CHECKING:  # imported when a command runs: `unpaired --help` stays quick
@@ -31,6 +31,7 @@ models_app = typer.Typer(help="Models in the model store.", no_args_is_help=True
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.command()(export_cmd.export)
+app.command()(distill_cmd.distill)
 app.command()(translate_cmd.translate)
 app.command()(serve_cmd.serve)
 app.command()(serve_cmd.worker)

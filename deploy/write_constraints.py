@@ -32,6 +32,8 @@ TRAINING_ONLY = frozenset(
         "onnxconverter-common",
         "scipy",  # synthetic datasets, evaluation
         "scikit-image",
+        "ptflops",  # MACs of a generator (distillation, benchmarks)
+        "pytorch-msssim",  # distillation's structural loss
     }
 )
 HEADER = """\

@@ -38,11 +38,12 @@ class DiscoGenerator(nn.Module):
         ngf: int = 64,
         n_layers: int = 4,
         norm: str = "batch",
+        use_bias: bool | None = None,
     ) -> None:
         super().__init__()
         widths = _widths(ngf, n_layers)
         norm_layer = get_norm_layer(norm)
-        use_bias = conv_bias(norm)
+        use_bias = conv_bias(norm, use_bias)
 
         layers: list[nn.Module] = [
             nn.Conv2d(input_nc, widths[0], 4, stride=2, padding=1, bias=False),

@@ -14,7 +14,7 @@ from torch import nn
 NormLayer = Callable[[int], nn.Module]
 """Builds a norm layer for a given number of channels."""
 
-NORM_TYPES: tuple[str, ...] = ("instance", "batch", "none")
+NORM_TYPES: tuple[str, ...] = ("instance", "instance_affine", "batch", "none")
 
 #: Layer families by torch's public classes (for isinstance checks in init and loading).
 CONVOLUTIONS = (
@@ -40,6 +40,9 @@ def get_norm_layer(norm: str) -> NormLayer:
     if norm == "instance":
         # No affine params and no running stats: this is what the public checkpoints hold.
         return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm == "instance_affine":
+        # A learned scale and shift per channel, as many re-implementations train it.
+        return functools.partial(nn.InstanceNorm2d, affine=True, track_running_stats=False)
     if norm == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm == "none":
@@ -47,15 +50,16 @@ def get_norm_layer(norm: str) -> NormLayer:
     raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORM_TYPES)}")
 
 
-def conv_bias(norm: str) -> bool:
-    """Whether a conv followed by this norm carries a bias.
+def conv_bias(norm: str, override: bool | None = None) -> bool:
+    """Whether a conv followed by this norm carries a bias (`override`, when given, decides).
 
     BatchNorm's learned shift makes a bias redundant, so upstream drops it there. Upstream
     keeps it before InstanceNorm (where it is cancelled, but the public weights contain it),
-    and we keep it with no norm at all, where it is the only shift the layer has.
+    and we keep it with no norm at all, where it is the only shift the layer has. Weights from
+    other code may differ, so an importer can say what the file holds.
     """
     get_norm_layer(norm)  # validate the name
-    return norm != "batch"
+    return norm != "batch" if override is None else override
 
 
 def padding_layers(padding_type: str, amount: int) -> tuple[list[nn.Module], int]:

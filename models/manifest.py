@@ -24,14 +24,19 @@ from models.validation import describe_validation_error
 __all__ = [
     "DIRECTIONS",
     "MANIFEST_FILE",
+    "UPSAMPLINGS",
     "Architecture",
+    "DirectionFidelity",
     "DirectionFiles",
     "DirectionRequiredError",
+    "Distillation",
     "FileRecord",
+    "ImportSource",
     "InputRules",
     "ManifestError",
     "ModelManifest",
     "Normalisation",
+    "SourceFile",
     "UnknownDirectionError",
     "parse_manifest",
     "sha256_file",
@@ -48,6 +53,9 @@ STATS_OUT: Final = "stats"  # tiled graph: the statistics the network used
 FORMAT_VERSION: Final = 1
 DIRECTIONS: Final = ("AtoB", "BtoA")
 Direction = Literal["AtoB", "BtoA"]
+Upsampling = Literal["transpose", "nearest", "bilinear"]
+#: How a ResNet decoder doubles its side: transposed conv, or a resize then a 3x3 conv.
+UPSAMPLINGS: Final = ("transpose", "nearest", "bilinear")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 NAME_RULE: Final = "lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -82,7 +90,9 @@ class DirectionFiles(_Frozen):
     onnx_fp16: str | None = None
     onnx_tiled: str | None = None  # shares instance-norm statistics across tiles (norm_stats)
     onnx_int8: str | None = None  # statically quantized, for CPU serving
-    weights: str  # safetensors state dict of the generator, for the torch backend
+    # safetensors state dict of the generator, for the torch backend; None for an imported
+    # ONNX graph, which only onnxruntime can run
+    weights: str | None = None
 
 
 class Architecture(_Frozen):
@@ -95,6 +105,25 @@ class Architecture(_Frozen):
     use_dropout: bool = False
     input_nc: int = 3
     output_nc: int = 3
+    conv_bias: bool | None = None  # None: what the norm implies (models.layers.conv_bias)
+    upsample: Upsampling = "transpose"  # ResNet decoder: transposed conv, or resize then conv
+
+
+class SourceFile(_Frozen):
+    """One file an imported model was read from, as the user gave it."""
+
+    name: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(ge=0)]
+    key: str | None = None  # the network's name inside a file that holds several
+
+
+class ImportSource(_Frozen):
+    """Where an imported model came from, so people can trace a served model to its file."""
+
+    format: Literal["pth", "safetensors", "onnx"]
+    files: dict[Direction, SourceFile]
+    mapping: dict[str, Any] = Field(default_factory=dict)  # what the importer found and assumed
 
 
 class InputRules(_Frozen):
@@ -114,6 +143,24 @@ class Normalisation(_Frozen):
     range: tuple[float, float] = (-1.0, 1.0)
 
 
+class DirectionFidelity(_Frozen):
+    """How closely a distilled student reproduces its teacher, on held-out images."""
+
+    psnr_db: float  # student output against the teacher's, mean over the images
+    identity_psnr_db: float  # the input itself against the teacher's output: the bar to beat
+    images: int
+
+
+class Distillation(_Frozen):
+    """A student trained to reproduce a teacher (`unpaired distill`)."""
+
+    teacher: dict[str, Any]  # name, kind ('run' | 'model'), and the sha256 of its graphs
+    student: Architecture
+    macs: int  # multiply-accumulates of the student per 256x256 image
+    teacher_macs: int | None = None  # the same for the teacher, when its network is known
+    fidelity: dict[Direction, DirectionFidelity] = Field(default_factory=dict)
+
+
 def _default_domains() -> dict[Literal["A", "B"], str]:
     return {"A": "A", "B": "B"}
 
@@ -124,10 +171,15 @@ class ModelManifest(_Frozen):
     aliases: tuple[Name, ...] = ()
     domains: dict[Literal["A", "B"], str] = Field(default_factory=_default_domains)
     directions: dict[Direction, DirectionFiles]
-    architecture: Architecture
+    # None: an imported ONNX graph of a network this project does not define
+    architecture: Architecture | None
     input: InputRules
     normalisation: Normalisation = Normalisation()
-    training: dict[str, Any] = Field(default_factory=dict)  # source, config digest, step, ...
+    training: dict[str, Any] = Field(default_factory=dict)  # trained here: run, step, config
+    source: ImportSource | None = None  # imported: the files and the importer's mapping
+    distillation: Distillation | None = None  # a student: its teacher, MACs and fidelity
+    description: str | None = None
+    license: str | None = None
     metrics: dict[str, Any] | None = None  # evaluation against ground truth, when measured
     parity: dict[str, dict[str, float]] = Field(default_factory=dict)  # direction -> max |diff|
     exporter: dict[str, str] = Field(default_factory=dict)  # package versions, opset
@@ -148,6 +200,8 @@ class ModelManifest(_Frozen):
             for path in paths:
                 if path is not None and path not in self.files:
                     raise ValueError(f"{direction} names {path!r}, which has no sha256 in 'files'")
+            if files.weights is not None and self.architecture is None:
+                raise ValueError(f"{direction} has weights but the model has no architecture")
         for path in self.files:
             if Path(path).is_absolute() or ".." in Path(path).parts or "/" in path:
                 raise ValueError(f"file {path!r} must be a plain name inside the model folder")

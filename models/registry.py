@@ -5,6 +5,7 @@ Names follow upstream CycleGAN's `--netG` / `--netD` choices, plus 'discogan'.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -14,6 +15,7 @@ from torch import nn
 from models.discogan import DiscoDiscriminator, DiscoGenerator
 from models.init import init_weights
 from models.manifest import Architecture
+from models.mobile_resnet import MobileResnetGenerator
 from models.patchgan import NLayerDiscriminator, PixelDiscriminator
 from models.resnet import ResnetGenerator
 from models.unet import UnetGenerator
@@ -30,6 +32,8 @@ class _GeneratorArgs:
     ngf: int
     norm: str
     use_dropout: bool
+    use_bias: bool | None = None  # None: what the norm implies
+    upsample: str = "transpose"
 
 
 @dataclass(frozen=True)
@@ -60,15 +64,41 @@ def _resnet(n_blocks: int) -> Callable[[_GeneratorArgs], nn.Module]:
             norm=a.norm,
             use_dropout=a.use_dropout,
             n_blocks=n_blocks,
+            use_bias=a.use_bias,
+            upsample=a.upsample,
         )
 
     return build
 
 
+def _mobile_resnet(n_blocks: int) -> Callable[[_GeneratorArgs], nn.Module]:
+    def build(a: _GeneratorArgs) -> nn.Module:
+        _transpose_only("mobile_resnet", a)
+        if a.use_dropout:
+            raise ValueError("the mobile ResNet generator has no dropout")
+        return MobileResnetGenerator(
+            a.input_nc, a.output_nc, ngf=a.ngf, norm=a.norm, n_blocks=n_blocks, use_bias=a.use_bias
+        )
+
+    return build
+
+
+def _transpose_only(name: str, a: _GeneratorArgs) -> None:
+    if a.upsample != "transpose":
+        raise ValueError(f"the {name!r} generator upsamples with transposed convs only")
+
+
 def _unet(num_downs: int) -> Callable[[_GeneratorArgs], nn.Module]:
     def build(a: _GeneratorArgs) -> nn.Module:
+        _transpose_only("unet", a)
         return UnetGenerator(
-            a.input_nc, a.output_nc, num_downs, ngf=a.ngf, norm=a.norm, use_dropout=a.use_dropout
+            a.input_nc,
+            a.output_nc,
+            num_downs,
+            ngf=a.ngf,
+            norm=a.norm,
+            use_dropout=a.use_dropout,
+            use_bias=a.use_bias,
         )
 
     return build
@@ -77,7 +107,8 @@ def _unet(num_downs: int) -> Callable[[_GeneratorArgs], nn.Module]:
 def _disco_generator(a: _GeneratorArgs) -> nn.Module:
     if a.use_dropout:
         raise ValueError("the 'discogan' generator has no dropout; pass use_dropout=False")
-    return DiscoGenerator(a.input_nc, a.output_nc, ngf=a.ngf, norm=a.norm)
+    _transpose_only("discogan", a)
+    return DiscoGenerator(a.input_nc, a.output_nc, ngf=a.ngf, norm=a.norm, use_bias=a.use_bias)
 
 
 def discriminator_depth(name: str, n_layers: int | None) -> int:
@@ -139,7 +170,29 @@ _DISCRIMINATORS: dict[str, _Entry[_DiscriminatorArgs]] = {
 }
 
 GENERATORS: tuple[str, ...] = tuple(_GENERATORS)
-"""Valid names for `build_generator`."""
+"""The named generators; `build_generator` also takes resnet_<N>blocks and unet_<side>."""
+_RESNET_NAME = re.compile(r"^resnet_(\d{1,3})blocks$")
+_UNET_NAME = re.compile(r"^unet_(\d{1,5})$")
+_MOBILE_NAME = re.compile(r"^mobile_resnet_(\d{1,3})blocks$")
+
+
+def _generator_entry(name: str) -> _Entry[_GeneratorArgs]:
+    """The named generators, plus ResNets of any depth and U-Nets for any power-of-two side."""
+    if name in _GENERATORS:
+        return _GENERATORS[name]
+    if match := _RESNET_NAME.match(name):
+        return _Entry(_resnet(int(match[1])), "instance", input_multiple=4, min_side=8)
+    if match := _MOBILE_NAME.match(name):
+        return _Entry(_mobile_resnet(int(match[1])), "instance", input_multiple=4, min_side=8)
+    side = int(match[1]) if (match := _UNET_NAME.match(name)) else 0
+    if side >= 32 and side & (side - 1) == 0:  # U-Net needs >= 5 halvings
+        return _Entry(_unet(side.bit_length() - 1), "instance", input_multiple=side, min_side=side)
+    raise UnknownModelError(
+        f"unknown generator {name!r}; expected one of {', '.join(_GENERATORS)}, "
+        "resnet_<N>blocks, mobile_resnet_<N>blocks or unet_<side> (side a power of two >= 32)"
+    )
+
+
 DISCRIMINATORS: tuple[str, ...] = tuple(_DISCRIMINATORS)
 """Valid names for `build_discriminator`."""
 
@@ -161,16 +214,23 @@ def build_generator(
     ngf: int = 64,
     norm: str | None = None,
     use_dropout: bool = False,
-    init_type: str = "normal",
+    init_type: str | None = "normal",
     init_gain: float = 0.02,
+    conv_bias: bool | None = None,
+    upsample: str = "transpose",
 ) -> nn.Module:
-    """Build and initialise a generator; `norm=None` picks the architecture's paper default."""
-    entry = _lookup("generator", name, _GENERATORS)
-    args = _GeneratorArgs(
-        input_nc, output_nc, ngf, entry.default_norm if norm is None else norm, use_dropout
-    )
+    """Build and initialise a generator; `norm=None` picks the architecture's paper default.
+
+    `conv_bias` None: what the norm implies; `upsample` (ResNet only): 'transpose', or a
+    'nearest' / 'bilinear' resize then a conv, as some imported weights need. `init_type`
+    None: torch's own init, for a network whose weights are loaded next.
+    """
+    entry = _generator_entry(name)
+    norm = entry.default_norm if norm is None else norm
+    args = _GeneratorArgs(input_nc, output_nc, ngf, norm, use_dropout, conv_bias, upsample)
     net = entry.build(args)
-    init_weights(net, init_type, init_gain)
+    if init_type is not None:
+        init_weights(net, init_type, init_gain)
     return net
 
 
@@ -178,22 +238,25 @@ def build_from_architecture(architecture: Architecture) -> nn.Module:
     """The (untrained) generator a manifest's architecture describes; load weights into it."""
     return build_generator(
         architecture.generator,
+        init_type=None,  # every caller loads weights next
         input_nc=architecture.input_nc,
         output_nc=architecture.output_nc,
         ngf=architecture.ngf,
         norm=architecture.norm,
         use_dropout=architecture.use_dropout,
+        conv_bias=architecture.conv_bias,
+        upsample=architecture.upsample,
     )
 
 
 def input_multiple(generator: str) -> int:
     """Side lengths a generator accepts are multiples of this; callers pad (reflect) and crop."""
-    return _lookup("generator", generator, _GENERATORS).input_multiple
+    return _generator_entry(generator).input_multiple
 
 
 def min_input_side(generator: str) -> int:
     """Smallest side a generator runs on; smaller images are padded up to it and cropped back."""
-    return _lookup("generator", generator, _GENERATORS).min_side
+    return _generator_entry(generator).min_side
 
 
 def build_discriminator(

@@ -81,13 +81,14 @@ class UnetGenerator(nn.Module):
         ngf: int = 64,
         norm: str = "instance",
         use_dropout: bool = False,
+        use_bias: bool | None = None,
     ) -> None:
         super().__init__()
         if num_downs < 5:
             # Upstream silently builds 5 levels for anything smaller; refuse instead.
             raise ValueError(f"num_downs must be >= 5, got {num_downs}")
         norm_layer = get_norm_layer(norm)
-        use_bias = conv_bias(norm)
+        use_bias = conv_bias(norm, use_bias)
 
         def level(outer_nc: int, inner_nc: int, sub: nn.Module, dropout: bool = False) -> nn.Module:
             return UnetSkipConnectionBlock(

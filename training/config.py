@@ -15,13 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models import DISCRIMINATORS, GENERATORS, discriminator_min_input
+from models import DISCRIMINATORS, UnknownModelError, discriminator_min_input, input_multiple
 from models.validation import Problem, describe_validation_error
 
 from .losses import GanMode, ReconLoss
 from .synthetic import get_pair
 
-ModelKind = Literal["cyclegan", "discogan"]
+ModelKind = Literal["cyclegan", "discogan", "distill"]
 
 
 class ConfigError(ValueError):
@@ -47,6 +47,15 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "size": 64,
         "preprocess": "resize",
+    },
+    # `unpaired distill`: a student that reproduces a teacher (GAN Compression's mobile ResNet
+    # at half the width: 15x fewer MACs than ResNet-9 at width 64); no discriminator trains
+    "distill": {
+        "generator": "mobile_resnet_9blocks",
+        "ngf": 32,
+        "pool_size": 0,
+        "lambda_identity": 0.0,
+        "batch_size": 4,
     },
 }
 
@@ -75,7 +84,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- what to learn ---------------------------------------------------------------------
-    model: ModelKind = Field("cyclegan", description="cyclegan or discogan recipe")
+    model: ModelKind = Field("cyclegan", description="cyclegan, discogan or distill recipe")
     dataroot: Path | None = Field(None, description="folder with trainA/ trainB/ (testA/ testB/)")
     dataset: str | None = Field(None, description="built-in synthetic pair, made on the fly")
     n_train: int = Field(4000, ge=1, description="samples per domain for a synthetic pair")
@@ -99,7 +108,9 @@ class TrainConfig(BaseModel):
     n_layers_d: int | None = Field(
         None, ge=1, description="depth of the n_layers / discogan D (None: architecture default)"
     )
-    norm: Literal["instance", "batch", "none"] = "instance"
+    norm: Literal["instance", "instance_affine", "batch", "none"] = Field(
+        "instance", description="instance_affine: InstanceNorm with a learned scale and shift"
+    )
     dropout: bool = Field(False, description="dropout in ResNet/U-Net generators")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = "normal"
     init_gain: float = 0.02
@@ -113,6 +124,13 @@ class TrainConfig(BaseModel):
     lambda_gp: float = Field(10.0, ge=0, description="WGAN-GP gradient penalty weight")
     recon_loss: ReconLoss = Field("mse", description="DiscoGAN reconstruction distance")
     pool_size: int = Field(50, ge=0, description="image pool of past fakes for D")
+    teacher: str | None = Field(
+        None, description="distill: the teacher, a run folder or a store model, as given"
+    )
+    lambda_ssim: float = Field(1.0, ge=0, description="distill: weight of 1 - SSIM beside L1")
+    distill_holdout: int = Field(
+        50, ge=1, description="distill: held-out images per direction to measure fidelity on"
+    )
 
     # --- optimisation ----------------------------------------------------------------------
     lr: float = Field(2e-4, gt=0)
@@ -163,8 +181,10 @@ class TrainConfig(BaseModel):
     @field_validator("generator")
     @classmethod
     def _known_generator(cls, name: str) -> str:
-        if name not in GENERATORS:
-            raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+        try:
+            input_multiple(name)  # the registry knows the name (or the resnet/unet pattern)
+        except UnknownModelError as exc:
+            raise ValueError(str(exc)) from None
         return name
 
     @field_validator("discriminator")
@@ -174,6 +194,12 @@ class TrainConfig(BaseModel):
             choices = ", ".join(DISCRIMINATORS)
             raise ValueError(f"unknown discriminator {name!r}; choose one of {choices}")
         return name
+
+    @model_validator(mode="after")
+    def _distill_has_a_teacher(self) -> TrainConfig:
+        if (self.model == "distill") != (self.teacher is not None):
+            raise ValueError("a teacher is given with model distill, and only then")
+        return self
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TrainConfig:

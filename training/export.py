@@ -16,7 +16,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from models import input_multiple, load_compatible_state_dict, min_input_side
-from models.checkpoint_compat import load_pth_state_dict
+from models import input_multiple, min_input_side
 from models.imaging import array_to_tensor
 from models.manifest import (
     DIRECTIONS,
@@ -42,13 +41,16 @@ from models.manifest import (
     USE_STATS,
     Architecture,
     DirectionFiles,
+    Distillation,
     FileRecord,
+    ImportSource,
     InputRules,
     ModelManifest,
+    SourceFile,
     sha256_file,
 )
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
-from models.registry import build_from_architecture
+from models.weight_import import ImportChoices, ImportedGenerator, import_generators
 
 from .evaluate import generator_architecture, load_run_generators
 from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
@@ -56,10 +58,13 @@ from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run
 __all__ = [
     "ExportError",
     "ExportOptions",
+    "ModelAbout",
     "ParityError",
     "export_generators",
     "export_pth",
     "export_run",
+    "prepare_model_folder",
+    "write_manifest",
 ]
 
 
@@ -280,6 +285,15 @@ def _require(parity: Mapping[str, float], key: str, tolerance: float, what: str)
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelAbout:
+    """What people read about a model: where it came from, what it does, its terms of use."""
+
+    source: ImportSource | None = None
+    description: str | None = None
+    license: str | None = None
+
+
 # --- model folder ---------------------------------------------------------------------------
 
 
@@ -371,6 +385,8 @@ def export_generators(
     metrics: Mapping[str, Any] | None = None,
     samples: Mapping[str, DomainSamples] | None = None,
     options: ExportOptions = ExportOptions(),
+    about: ModelAbout = ModelAbout(),
+    distillation: Distillation | None = None,
 ) -> ModelManifest:
     """Write a complete model folder into the empty (or new) `out_dir`; returns its manifest.
 
@@ -379,20 +395,15 @@ def export_generators(
     unknown = set(generators) - set(DIRECTIONS)
     if unknown or not generators:
         raise ExportError(f"directions must be among {DIRECTIONS}, got {sorted(generators)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if any(out_dir.iterdir()):
-        raise ExportError(f"{out_dir} is not empty")
+    prepare_model_folder(out_dir)
     directions: dict[str, DirectionFiles] = {}
     parity: dict[str, dict[str, float]] = {}
     for direction, net in generators.items():
         directions[direction], parity[direction] = _export_direction(
             direction, net, architecture, out_dir, options, (samples or {}).get(direction)
         )
-    files = {
-        path.name: FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
-        for path in sorted(out_dir.iterdir())
-    }
-    manifest = ModelManifest.model_validate(
+    return write_manifest(
+        out_dir,
         {
             "name": name,
             "aliases": tuple(aliases),
@@ -406,7 +417,39 @@ def export_generators(
             "training": dict(training or {}),
             "metrics": dict(metrics) if metrics is not None else None,
             "parity": parity,
-            "exporter": _versions(options.opset),
+            "distillation": distillation,
+        },
+        opset=options.opset,
+        about=about,
+    )
+
+
+def prepare_model_folder(out_dir: Path) -> None:
+    """Create `out_dir`, which must be new or empty: a model folder holds only its own files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} is not empty")
+
+
+def write_manifest(
+    out_dir: Path, fields: Mapping[str, Any], *, opset: int, about: ModelAbout = ModelAbout()
+) -> ModelManifest:
+    """Checksum every file in the model folder and write its manifest (the one place that does).
+
+    `fields` are the manifest's own (name, directions, architecture, input, parity, ...); the
+    exporter's versions, the creation time and the file records are added here.
+    """
+    files = {
+        path.name: FileRecord(sha256=sha256_file(path), bytes=path.stat().st_size)
+        for path in sorted(out_dir.iterdir())
+    }
+    manifest = ModelManifest.model_validate(
+        {
+            **fields,
+            "source": about.source,
+            "description": about.description,
+            "license": about.license,
+            "exporter": _versions(opset),
             "created": datetime.now(UTC),
             "files": files,
         }
@@ -424,6 +467,7 @@ def export_run(
     domains: Mapping[str, str] | None = None,
     metrics: Mapping[str, Any] | None = None,
     options: ExportOptions = ExportOptions(),
+    about: ModelAbout = ModelAbout(),
 ) -> ModelManifest:
     """Export both directions of a training run's latest checkpoint."""
     cfg, checkpoint, nets = load_run_generators(run_dir, torch.device("cpu"))
@@ -436,6 +480,10 @@ def export_run(
         "size": cfg.size,
         "config_digest": cfg.digest(),
     }
+    distillation = None
+    if cfg.model == "distill":
+        distillation = _distillation(run_dir, generator_architecture(cfg), nets)
+        training["teacher"] = distillation.teacher["name"]
     return export_generators(
         nets,
         out_dir,
@@ -447,6 +495,29 @@ def export_run(
         metrics=metrics,
         samples={d: run_samples(cfg, d) for d in nets} if options.int8 else None,
         options=options,
+        about=about,
+        distillation=distillation,
+    )
+
+
+def _distillation(
+    run_dir: Path, student: Architecture, nets: Mapping[str, nn.Module]
+) -> Distillation:
+    """A student's teacher, its MACs next to the teacher's, and its fidelity to the teacher on
+    the held-out images the distillation cached."""
+    from models.complexity import architecture_complexity
+
+    from .distill import fidelity, teacher_info
+
+    teacher = teacher_info(run_dir)["teacher"]
+    recorded = teacher.get("architecture")
+    teacher_arch = Architecture.model_validate(recorded) if recorded else None
+    return Distillation(
+        teacher={k: teacher[k] for k in ("name", "kind", "sha256")},
+        student=student,
+        macs=architecture_complexity(student).macs,
+        teacher_macs=architecture_complexity(teacher_arch).macs if teacher_arch else None,
+        fidelity=fidelity(run_dir, nets, student.generator),
     )
 
 
@@ -455,36 +526,87 @@ def export_pth(
     out_dir: Path,
     *,
     name: str,
-    architecture: Architecture,
     aliases: Sequence[str] = (),
     domains: Mapping[str, str] | None = None,
+    choices: ImportChoices = ImportChoices(),
     options: ExportOptions = ExportOptions(),
+    about: ModelAbout = ModelAbout(),
 ) -> ModelManifest:
-    """Export public CycleGAN generator files (e.g. junyanz's horse2zebra.pth), one per direction.
+    """Export generators trained by other code (any key names; see models.weight_import).
 
-    The state dict must match `architecture` exactly (after the usual wrapper prefixes and the
-    stale InstanceNorm statistics of old checkpoints are dropped); otherwise the error lists the
-    missing and unexpected keys.
+    `pth_files` maps AtoB (and optionally BtoA) to a file; a single file that holds both
+    generators gives both directions. The file names, their sha256 and what the importer found
+    are recorded in the manifest's `source`.
     """
-    nets: dict[str, nn.Module] = {}
-    for direction, path in pth_files.items():
-        net = build_from_architecture(architecture)
-        load_compatible_state_dict(net, load_pth_state_dict(path))
-        nets[direction] = net
-    training = {
-        "source": "pth",
-        "files": {d: Path(p).name for d, p in pth_files.items()},
-        "sha256": {d: sha256_file(p) for d, p in pth_files.items()},
+    found = {
+        d: import_generators(path, choices if d == "AtoB" else replace(choices, key=None))
+        for d, path in pth_files.items()
     }
+    if "BtoA" in pth_files:
+        nets = {d: _pick(found[d], d, pth_files[d]) for d in ("AtoB", "BtoA")}
+    else:
+        nets = _directions(found["AtoB"], pth_files["AtoB"])
+    architectures = {g.architecture for g in nets.values()}
+    if len(architectures) > 1:
+        raise ExportError(
+            "the two generators differ ("
+            + " vs ".join(a.generator + f" ngf {a.ngf} norm {a.norm}" for a in architectures)
+            + "); a model has one architecture: export each direction as its own model"
+        )
+    files = {d: pth_files.get(d, pth_files["AtoB"]) for d in nets}
+    source = ImportSource(
+        format="safetensors" if pth_files["AtoB"].suffix == ".safetensors" else "pth",
+        files={d: _source_file(files[d], nets[d].name) for d in nets},
+        mapping={d: g.mapping() for d, g in nets.items()},
+    )
     return export_generators(
-        nets,
+        {d: g.net for d, g in nets.items()},
         out_dir,
         name=name,
-        architecture=architecture,
+        architecture=architectures.pop(),
         aliases=aliases,
         domains=domains,
-        training=training,
         options=options,
+        about=replace(about, source=source),
+    )
+
+
+def _source_file(path: Path, key: str) -> SourceFile:
+    return SourceFile(
+        name=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, key=key or None
+    )
+
+
+def _names(generators: Sequence[ImportedGenerator]) -> str:
+    return ", ".join(g.name or "<root>" for g in generators)
+
+
+def _pick(generators: Sequence[ImportedGenerator], direction: str, path: Path) -> ImportedGenerator:
+    """The generator of `direction` in a file given for that direction."""
+    if len(generators) == 1:
+        return generators[0]
+    named = [g for g in generators if g.direction == direction]
+    if len(named) == 1:
+        return named[0]
+    raise ExportError(
+        f"{path} holds {len(generators)} generators ({_names(generators)}) and their names do "
+        f"not say which maps {direction}; pick one with --key NAME"
+    )
+
+
+def _directions(
+    generators: Sequence[ImportedGenerator], path: Path
+) -> dict[str, ImportedGenerator]:
+    """One generator: AtoB. Two whose names say their directions (G_A2B/G_B2A, netG_A/netG_B):
+    both. Anything else needs --key."""
+    if len(generators) == 1:
+        return {"AtoB": generators[0]}
+    by_direction = {g.direction: g for g in generators if g.direction}
+    if len(generators) == 2 and set(by_direction) == set(DIRECTIONS):
+        return {d: by_direction[d] for d in DIRECTIONS}
+    raise ExportError(
+        f"{path} holds {len(generators)} generators ({_names(generators)}); their names do not "
+        "say which way each maps: pick one with --key NAME (and --reverse-pth for the other)"
     )
 
 

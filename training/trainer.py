@@ -17,7 +17,7 @@ from functools import partial
 from itertools import chain
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -34,7 +34,29 @@ from .ddp import DistInfo, barrier, init_distributed, mean_across_ranks, shutdow
 from .image_pool import ImagePool
 from .networks import DiscriminatorPair, GeneratorPair, Networks, build_networks
 
+if TYPE_CHECKING:
+    from .distill import TeacherRecord
+
 LOSS_LOG = "losses.jsonl"
+
+
+class StepModel(Protocol):
+    """What the loop trains: the CycleGAN/DiscoGAN :class:`Trainer`, or a distillation's
+    students (:class:`training.distill.Distiller`)."""
+
+    step_count: int
+
+    def train_step(
+        self, batch: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]: ...
+
+    def learning_rate(self) -> float: ...
+
+    def weights(self) -> dict[str, nn.Module]: ...
+
+    def training_state(self) -> ckpt.TrainingState: ...
+
+    def resume_from(self, path: Path) -> None: ...
 
 
 class TrainingInterrupted(Exception):
@@ -216,6 +238,13 @@ class Trainer:
         }
         return {k: v.detach() for k, v in logs.items()}, visuals
 
+    def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """:meth:`step` on a batch of the training dataset (what the loop calls)."""
+        return self.step(batch["A"], batch["B"])
+
+    def learning_rate(self) -> float:
+        return float(self.sched_G.get_last_lr()[0])
+
     # --- state for checkpoints --------------------------------------------------------------
 
     def training_state(self) -> ckpt.TrainingState:
@@ -276,8 +305,18 @@ class _StopFlag:
         self.requested = True
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or continue) the run in `cfg.out` until `cfg.max_steps`."""
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    teacher: TeacherRecord | None = None,
+) -> TrainResult:
+    """Train (or continue) the run in `cfg.out` until `cfg.max_steps`.
+
+    A distillation (`cfg.model == "distill"`) needs its `teacher` on a new run; a resumed one
+    reuses the teacher's outputs cached in the run.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -285,21 +324,48 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     if dist_info.enabled:
         device = resolve_device(cfg.device, dist_info)
     try:
-        return _train(cfg, device, dist_info, resume=resume, progress=progress)
+        run_dir = Path(cfg.out)
+        if not resume and ckpt.list_checkpoints(run_dir):
+            raise ckpt.CheckpointError(
+                f"{run_dir} already holds a run; continue it with `unpaired train --resume "
+                f"{run_dir}` (or --resume-or-start) or start a new one with another --out"
+            )
+        dataset = _training_data(cfg, dist_info, device, teacher)
+        return _train(cfg, dataset, device, dist_info, resume=resume, progress=progress)
     finally:
         shutdown(dist_info)
 
 
+def _training_data(
+    cfg: TrainConfig, dist_info: DistInfo, device: torch.device, teacher: TeacherRecord | None
+) -> Dataset[Any]:
+    """The run's dataset; for a distillation, the teacher's outputs are cached first (once, by
+    the main process, while the others wait)."""
+    if cfg.model != "distill":
+        return build_train_dataset(cfg)
+    from .distill import CACHE_DIR, DistillDataset, build_teacher_cache
+
+    cache = Path(cfg.out) / CACHE_DIR
+    if dist_info.is_main and teacher is not None:
+        build_teacher_cache(cfg, teacher, Path(cfg.out))
+    barrier(dist_info)
+    if not cache.exists():
+        raise ckpt.CheckpointError(
+            f"{cfg.out} has no cached teacher outputs: start the distillation with its teacher"
+        )
+    return DistillDataset(cache, size=cfg.size, flip=cfg.flip, seed=cfg.seed)
+
+
 def _train(
-    cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool, progress: bool
+    cfg: TrainConfig,
+    dataset: Dataset[Any],
+    device: torch.device,
+    dist_info: DistInfo,
+    *,
+    resume: bool,
+    progress: bool,
 ) -> TrainResult:
     run_dir = Path(cfg.out)
-    if not resume and ckpt.list_checkpoints(run_dir):
-        raise ckpt.CheckpointError(
-            f"{run_dir} already holds a run; continue it with `unpaired train --resume {run_dir}` "
-            "(or --resume-or-start) or start a new one with another --out"
-        )
-    dataset = build_train_dataset(cfg)
     trainer = _start_trainer(cfg, device, dist_info, resume=resume)
     start = trainer.step_count
     main = dist_info.is_main
@@ -326,7 +392,7 @@ def _train(
 
     with _StopFlag() as stop:
         for batch in loader:
-            logs, visuals = trainer.step(batch["A"], batch["B"])
+            logs, visuals = trainer.train_step(batch)
             step = trainer.step_count
             window_steps += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -336,7 +402,7 @@ def _train(
                 now = time.perf_counter()  # .item() above synchronised with the device
                 rate = window_steps * images_per_step / (now - window_start)
                 window_start, window_steps = now, 0
-                lr = float(trainer.sched_G.get_last_lr()[0])
+                lr = trainer.learning_rate()
                 if main:
                     _log_scalars(writer, run_dir, step, values, lr, rate)
                     bar.set_postfix(_short(values) | {"img/s": f"{rate:.1f}"}, refresh=False)
@@ -394,11 +460,17 @@ def _step_loader(
 
 def _start_trainer(
     cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool
-) -> Trainer:
+) -> StepModel:
     """The trainer at the step the run starts from (0, or its newest checkpoint's), the same on
     every rank, and the run folder ready for this start."""
     run_dir = Path(cfg.out)
-    trainer = Trainer(cfg, device, dist_info)
+    trainer: StepModel
+    if cfg.model == "distill":
+        from .distill import Distiller
+
+        trainer = Distiller(cfg, device, dist_info)
+    else:
+        trainer = Trainer(cfg, device, dist_info)
     if resume:
         trainer.resume_from(ckpt.latest_checkpoint(run_dir))
     # each process looked at the run folder itself (`--resume-or-start` decides per process)
@@ -433,7 +505,7 @@ def _any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
 
 
 def _short(values: dict[str, float]) -> dict[str, str]:
-    keep = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "D_X", "D_Y")
+    keep = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "D_X", "D_Y", "AtoB/l1", "BtoA/l1")
     return {k.replace("/", "_"): f"{values[k]:.3f}" for k in keep if k in values}
 
 
@@ -464,10 +536,10 @@ def _truncate_loss_log(path: Path, *, after_step: int) -> None:
 
 
 def _sample_grid(visuals: dict[str, Tensor], n: int = 4) -> Tensor:
-    """Rows: real x | G(x) | F(G(x)) | real y | F(y) | G(F(y)), up to n images each, in [0, 1]."""
+    """One row per visual, in the step's order (CycleGAN: real x | G(x) | F(G(x)) | real y |
+    F(y) | G(F(y))), up to n images each, in [0, 1]."""
     from torchvision.utils import make_grid
 
-    order = ("real_x", "fake_y", "rec_x", "real_y", "fake_x", "rec_y")
     k = min(n, visuals["real_x"].shape[0])
-    tiles = torch.cat([visuals[name][:k].detach().float().cpu() for name in order])
+    tiles = torch.cat([image[:k].detach().float().cpu() for image in visuals.values()])
     return make_grid(tiles.add(1).div(2).clamp(0, 1), nrow=k)

@@ -9,6 +9,13 @@ from fastapi import Path
 from pydantic import BaseModel, Field
 
 from models.manifest import ModelManifest
+from service.api.provenance import (
+    DistillationInfo,
+    Provenance,
+    distillation_of,
+    provenance_of,
+    without_server_paths,
+)
 from service.api.zips import ZipItemError
 
 __all__ = [
@@ -62,7 +69,19 @@ class DirectionInfo(BaseModel):
     source: str = Field(description="domain of the input images", examples=["day"])
     target: str = Field(description="domain of the output images", examples=["night"])
     precisions: list[str] = Field(description="exported graphs", examples=[["fp32", "fp16"]])
-    tiled: bool = Field(description="large images are tiled with shared instance-norm statistics")
+    tiled: bool = Field(
+        description="true: large images are tiled with shared instance-norm statistics; false: "
+        "the model has no tiled graph and large images are tiled plainly (see `tiling`)"
+    )
+    tiling: Literal["shared_statistics", "overlap_blending"] = Field(
+        description="how an image too large to translate in one piece is done: in overlapping, "
+        "blended tiles either way. `shared_statistics`: the model has a tiled graph and every "
+        "tile is normalised with the instance-norm statistics of a thumbnail of the whole "
+        "image, so the tiles agree in tone; `overlap_blending`: the model has no tiled graph "
+        "(e.g. an imported ONNX graph), each tile uses its own statistics and only the blended "
+        "overlap hides the seams",
+        examples=["shared_statistics"],
+    )
 
 
 class InputInfo(BaseModel):
@@ -77,14 +96,42 @@ class ModelInfo(BaseModel):
     domains: dict[str, str] = Field(examples=[{"A": "day", "B": "night"}])
     directions: list[DirectionInfo]
     input: InputInfo
-    architecture: dict[str, Any] = Field(examples=[{"generator": "resnet_6blocks", "ngf": 16}])
+    architecture: dict[str, Any] | None = Field(
+        description="the generator network; null for an imported ONNX graph of a network this "
+        "project does not define (served by onnxruntime only)",
+        examples=[{"generator": "resnet_6blocks", "ngf": 16, "norm": "instance"}],
+    )
+    description: str | None = Field(
+        None,
+        description="what the model does, as its publisher wrote it (plain text)",
+        examples=["Day photos to night, trained on 2,000 street scenes"],
+    )
+    license: str | None = Field(
+        None, description="the terms of use of the weights", examples=["BSD-3-Clause"]
+    )
+    provenance: Provenance | None = Field(
+        None,
+        description="where the model came from: `trained` here (the run, checkpoint, dataset "
+        "and evaluation) or `imported` (the source files, their sha256 and what the importer "
+        "found); null when the manifest does not say",
+    )
+    distillation: DistillationInfo | None = Field(
+        None,
+        description="a student distilled from a teacher (`unpaired distill`): the teacher, the "
+        "MACs of both per 256x256 image and their ratio, and per direction how closely the "
+        "student follows the teacher (PSNR against the teacher's output, and the identity "
+        "baseline); null when the model is not a student",
+    )
     metrics: dict[str, Any] | None = Field(
         None, description="evaluation against ground truth at export, when measured"
     )
     parity: dict[str, dict[str, float]] = Field(
         description="measured difference of each exported graph from the PyTorch network"
     )
-    training: dict[str, Any]
+    training: dict[str, Any] = Field(
+        description="the exporter's record of the training run (paths reduced to their last "
+        "part); `provenance` is the typed summary"
+    )
     created: datetime
 
     @classmethod
@@ -109,6 +156,7 @@ class ModelInfo(BaseModel):
                     target=domains[target],
                     precisions=precisions,
                     tiled=files.onnx_tiled is not None,
+                    tiling="shared_statistics" if files.onnx_tiled else "overlap_blending",
                 )
             )
         return cls(
@@ -121,10 +169,14 @@ class ModelInfo(BaseModel):
                 min_side=manifest.input.min_side,
                 max_side=manifest.input.max_side,
             ),
-            architecture=manifest.architecture.model_dump(),
-            metrics=manifest.metrics,
+            architecture=manifest.architecture.model_dump() if manifest.architecture else None,
+            description=manifest.description,
+            license=manifest.license,
+            provenance=provenance_of(manifest),
+            distillation=distillation_of(manifest),
+            metrics=without_server_paths(manifest.metrics),
             parity=manifest.parity,
-            training=manifest.training,
+            training=without_server_paths(dict(manifest.training)),
             created=manifest.created,
         )
 

@@ -144,6 +144,9 @@ class OnnxRunner:
         self._tiled_path = model.path(files.onnx_tiled) if files.onnx_tiled else None
         self._tiled_session: ort.InferenceSession | None = None
         self.shares_stats = self._tiled_path is not None
+        # an imported graph may fix its batch at 1: such a graph sees one image per call
+        batch_dim = {i.name: i.shape for i in self.session.get_inputs()}[INPUT_NAME][0]
+        self.one_at_a_time = batch_dim == 1
 
     def _new_session(self, path: Path) -> ort.InferenceSession:
         session_options = ort.SessionOptions()
@@ -191,6 +194,11 @@ class OnnxRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.one_at_a_time and len(batch) > 1:
+            return np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.device == "cpu":
             (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
             return np.asarray(out)
@@ -212,6 +220,13 @@ class TorchRunner:
     backend = "torch"
 
     def __init__(self, model: StoredModel, direction: str, options: EngineOptions) -> None:
+        architecture = model.manifest.architecture
+        weights_file = model.direction(direction).weights
+        if architecture is None or weights_file is None:
+            raise EngineError(
+                f"model {model.manifest.name!r} is an imported ONNX graph; it runs on the onnx "
+                "backend only (--backend onnx)"
+            )
         import torch
         from safetensors.torch import load_file
 
@@ -231,8 +246,8 @@ class TorchRunner:
         if not use_cuda and options.threads:
             torch.set_num_threads(options.threads)
 
-        net = build_from_architecture(model.manifest.architecture)
-        weights = load_file(str(model.path(model.direction(direction).weights)))
+        net = build_from_architecture(architecture)
+        weights = load_file(str(model.path(weights_file)))
         load_compatible_state_dict(net, weights)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self._memory_format = (
@@ -300,11 +315,13 @@ def _torch_has_cuda() -> bool:
 
 
 def _make_runner(model: StoredModel, direction: str, options: EngineOptions) -> Runner:
-    """`auto`: onnxruntime, unless only torch can reach the GPU (no onnxruntime-gpu here)."""
+    """`auto`: onnxruntime, unless only torch can reach the GPU (no onnxruntime-gpu here) and
+    the model has weights for torch (an imported ONNX graph has none)."""
     backend = options.backend
     if backend == "auto":
         backend = "onnx"
-        if options.device != "cpu" and not _onnx_has_gpu() and _torch_has_cuda():
+        has_weights = model.direction(direction).weights is not None
+        if has_weights and options.device != "cpu" and not _onnx_has_gpu() and _torch_has_cuda():
             backend = "torch"
     if backend == "torch":
         return TorchRunner(model, direction, options)

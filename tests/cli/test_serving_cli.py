@@ -170,7 +170,12 @@ def test_export_from_public_pth_then_translate_one_way(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--name", "x"], "give a RUN_DIR or --from-pth"),
+        (["--name", "x"], "give one of: a RUN_DIR, --from-pth FILE or --from-onnx FILE"),
+        (
+            ["--from-pth", "x.pth", "--name", "x", "--value-range", "0,1", "--multiple", "4"],
+            "--multiple needs --from-onnx",
+        ),
+        (["--from-onnx", "x.onnx", "--name", "x", "--key", "G_A"], "--key needs --from-pth"),
         (["runs/none", "--name", "Bad Name!"], "--name is required"),
         (["nowhere", "--name", "x"], "nowhere"),
     ],

@@ -13,12 +13,15 @@ from models import (
     DiscoGenerator,
     NLayerDiscriminator,
     PixelDiscriminator,
+    ResnetBlock,
     ResnetGenerator,
     UnetGenerator,
     UnknownModelError,
     build_discriminator,
     build_generator,
     discriminator_min_input,
+    input_multiple,
+    min_input_side,
 )
 
 
@@ -60,10 +63,22 @@ def test_norm_override() -> None:
     assert norm_types(build_generator("unet_128", ngf=4, norm="none")) == set()
 
 
+def test_resnets_of_any_depth_and_unets_of_any_power_of_two_side() -> None:
+    blocks = [
+        m for m in build_generator("resnet_12blocks", ngf=4).modules() if isinstance(m, ResnetBlock)
+    ]
+    assert len(blocks) == 12
+    net = build_generator("unet_64", ngf=4)
+    assert input_multiple("unet_64") == 64 and min_input_side("unet_64") == 64
+    assert net(torch.zeros(1, 3, 64, 128)).shape == (1, 3, 64, 128)
+
+
 def test_unknown_names_list_valid_ones() -> None:
-    with pytest.raises(UnknownModelError) as info:
-        build_generator("resnet_12blocks")
-    assert all(name in str(info.value) for name in GENERATORS)
+    for unknown in ("resnet_9", "unet_100", "unet_16", "stylegan2"):
+        with pytest.raises(UnknownModelError) as info:
+            build_generator(unknown)
+        assert all(name in str(info.value) for name in GENERATORS)
+        assert "resnet_<N>blocks, mobile_resnet_<N>blocks or unet_<side>" in str(info.value)
     with pytest.raises(UnknownModelError) as info:
         build_discriminator("stylegan")
     assert all(name in str(info.value) for name in DISCRIMINATORS)

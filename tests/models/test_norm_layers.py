@@ -50,9 +50,9 @@ def test_unet_accepts_every_norm(norm: str) -> None:
 
 
 def test_unknown_norm_lists_choices() -> None:
-    with pytest.raises(ValueError, match="instance, batch, none"):
+    with pytest.raises(ValueError, match="instance, instance_affine, batch, none"):
         get_norm_layer("group")
-    with pytest.raises(ValueError, match="instance, batch, none"):
+    with pytest.raises(ValueError, match="instance, instance_affine, batch, none"):
         ResnetGenerator(3, 3, norm="layer")
 
 

@@ -46,6 +46,8 @@ def test_round_trip_through_saved_yaml(tmp_path: Path) -> None:
     [
         ({"dataset": "day2night", "learning_rate": 1}, "unknown option 'learning_rate'"),
         ({"dataset": "day2night", "generator": "resnet_99"}, "resnet_9blocks"),
+        ({"dataset": "day2night", "generator": "unet_100"}, "unet_<side>"),
+        ({"dataset": "day2night", "norm": "layer"}, "instance_affine"),
         ({"dataset": "day2night", "model": "pix2pix"}, "model"),
         ({"dataset": "day2night", "gan_mode": "ls"}, "gan_mode"),
         ({}, "exactly one of dataroot"),
@@ -60,6 +62,12 @@ def test_round_trip_through_saved_yaml(tmp_path: Path) -> None:
 def test_bad_config_is_a_clear_error(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, data)
+
+
+def test_any_resnet_depth_and_affine_instance_norm_train() -> None:
+    cfg = load_config(None, {"dataset": "day2night", "generator": "resnet_4blocks",
+                             "norm": "instance_affine"})  # fmt: skip
+    assert (cfg.generator, cfg.norm) == ("resnet_4blocks", "instance_affine")
 
 
 def test_yaml_errors_are_clear(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from models import IncompatibleCheckpointError, build_generator
+from models.imaging import array_to_tensor, tensor_to_array
 from models.manifest import MANIFEST_FILE, Architecture, parse_manifest, sha256_file
+from models.weight_import import ImportChoices
 from tests.conftest import TINY_ARCH, export_tiny_model
 from training import export as export_module
 from training.export import ExportOptions, ParityError, export_generators, export_pth, export_run
@@ -183,16 +185,21 @@ def test_export_from_public_pth_file(tmp_path: Path) -> None:
     saved = {f"module.{k}": v for k, v in state.items()}
     saved["module.model.2.running_mean"] = torch.zeros(64)  # pre-0.4 PyTorch checkpoints
     torch.save(saved, tmp_path / "horse2zebra.pth")
-    arch = Architecture(generator="resnet_6blocks", ngf=64, norm="instance")
     manifest = export_pth(
         {"AtoB": tmp_path / "horse2zebra.pth"},
         tmp_path / "h2z",
         name="h2z",
-        architecture=arch,
         options=ExportOptions(tiled=False),
     )
     assert set(manifest.directions) == {"AtoB"}
-    assert manifest.training["source"] == "pth"
+    assert manifest.architecture == Architecture(
+        generator="resnet_6blocks", ngf=64, norm="instance", conv_bias=True
+    )
+    assert manifest.source is not None and manifest.source.format == "pth"
+    recorded = manifest.source.files["AtoB"]
+    assert recorded.name == "horse2zebra.pth"
+    assert recorded.sha256 == sha256_file(tmp_path / "horse2zebra.pth")
+    assert manifest.source.mapping["AtoB"]["first"] == "module.model.1.weight -> model.1.weight"
     net = build_generator("resnet_6blocks")
     net.load_state_dict(state)
     net.eval()
@@ -201,12 +208,54 @@ def test_export_from_public_pth_file(tmp_path: Path) -> None:
     assert np.abs(y - _torch_out(net, x)).max() <= 1e-4
 
 
-def test_export_from_pth_of_another_architecture_names_the_keys(tmp_path: Path) -> None:
+def test_export_from_pth_of_another_architecture_names_what_did_not_fit(tmp_path: Path) -> None:
     state = upstream_state_dict(REFERENCE / "resnet_6blocks_G.keys.txt")
     torch.save(state, tmp_path / "six.pth")
-    arch = Architecture(generator="resnet_9blocks", ngf=64, norm="instance")
-    with pytest.raises(IncompatibleCheckpointError, match="missing keys"):
-        export_pth({"AtoB": tmp_path / "six.pth"}, tmp_path / "m", name="m", architecture=arch)
+    choices = ImportChoices(arch="resnet_9blocks")
+    with pytest.raises(IncompatibleCheckpointError, match=r"no generator .* fits") as raised:
+        export_pth({"AtoB": tmp_path / "six.pth"}, tmp_path / "m", name="m", choices=choices)
+    # the first transposed conv of the ResNet-6 sits where ResNet-9 has its 7th residual block
+    assert "layer 16 (model.16) holds {'weight': (256, 128, 3, 3)" in str(raised.value)
+    assert "where resnet_9blocks expects {'weight': (256, 256, 3, 3)" in str(raised.value)
+    assert not (tmp_path / "m").exists()
+
+
+def test_imported_details_survive_the_tiled_graph_and_the_torch_backend(tmp_path: Path) -> None:
+    """Affine InstanceNorm, a resize-conv decoder and explicit conv bias: the ONNX graph, the
+    tiled graph (shared statistics) and the torch backend all run the imported network."""
+    from service.inference.engine import Engine, EngineOptions
+    from service.inference.image_io import DecodedImage
+    from service.store.model_store import ModelStore
+    from tests.models.foreign_generators import SequentialResnet, randomised
+
+    source = randomised(SequentialResnet(ngf=4, blocks=2, affine=True, resize="nearest"), 0)
+    torch.save(source.state_dict(), tmp_path / "g.pth")
+    manifest = export_pth({"AtoB": tmp_path / "g.pth"}, tmp_path / "store" / "m", name="m")
+    assert manifest.architecture is not None
+    assert (manifest.architecture.norm, manifest.architecture.upsample) == (
+        "instance_affine", "nearest",
+    )  # fmt: skip
+    assert manifest.parity["AtoB"]["tiled_max_abs"] <= 1e-4
+    model = ModelStore(tmp_path / "store").open("m")
+    photo = np.asarray(Image.fromarray(data_photo()).resize((96, 80)))
+    outputs = {}
+    for backend, untiled in (("onnx", 10**6), ("torch", 10**6), ("onnx", 2000), ("torch", 2000)):
+        options = EngineOptions(backend=backend, device="cpu", max_untiled_pixels=untiled, tile=32,
+                                tile_overlap=8)  # fmt: skip
+        (out,) = Engine(model, "AtoB", options).translate([DecodedImage(rgb=photo, alpha=None)])
+        outputs[(backend, untiled)] = out.rgb.astype(int)
+    with torch.no_grad():
+        expected = tensor_to_array(source(array_to_tensor(photo[None])))[0].astype(int)
+    assert np.abs(outputs[("onnx", 10**6)] - expected).max() <= 1
+    assert np.abs(outputs[("torch", 10**6)] - expected).max() <= 1
+    # tiled (statistics shared from a thumbnail): the ONNX graph and torch's wrapper agree
+    assert np.abs(outputs[("onnx", 2000)] - outputs[("torch", 2000)]).max() <= 1
+
+
+def data_photo() -> np.ndarray:
+    from skimage import data
+
+    return data.chelsea()
 
 
 def test_export_generators_rejects_unknown_directions(tmp_path: Path) -> None:

@@ -89,6 +89,105 @@ function fillDirections() {
     ...model.directions.map((d) => new Option(`${d.source} → ${d.target} (${d.name})`, d.name)),
   );
   directionSelect.disabled = false;
+  showModelInfo(model);
+}
+
+// --- the model's provenance -------------------------------------------------------------------
+
+const modelInfo = $("#model-info");
+const TILING = {
+  shared_statistics: "overlapping tiles that share the whole image's normalisation statistics",
+  overlap_blending: "plain overlapping tiles, blended at the seams (no shared statistics)",
+};
+
+function sha(digest) {
+  return digest ? ` (sha256 ${digest.slice(0, 12)}…)` : "";
+}
+
+function trainedText(p) {
+  const parts = [`Trained here: run ${p.run ?? "unknown"}`];
+  if (p.step !== null && p.step !== undefined) parts.push(`step ${p.step}`);
+  else if (p.checkpoint) parts.push(`checkpoint ${p.checkpoint}`);
+  if (p.model) parts.push(p.model);
+  if (p.dataset) parts.push(`dataset ${p.dataset}`);
+  const scores = Object.entries(p.metrics ?? {}).map(([direction, m]) => {
+    const gain = m.gain_db === null ? "" : ` (${m.gain_db >= 0 ? "+" : ""}${m.gain_db.toFixed(2)} dB)`;
+    const psnr = m.psnr === null ? "" : `PSNR ${m.psnr.toFixed(2)} dB${gain}`;
+    const ssim = m.ssim === null ? "" : `SSIM ${m.ssim.toFixed(3)}`;
+    return `${direction} ${[psnr, ssim].filter(Boolean).join(", ")}`;
+  });
+  parts.push(scores.length ? `metrics: ${scores.join("; ")}` : "no metrics measured");
+  return [parts.join(", ")];
+}
+
+function importedText(p, model) {
+  const lines = Object.entries(p.files).map(([direction, file]) => {
+    const found = p.mapping[direction] ?? {};
+    const arch = found.architecture ?? model.architecture?.generator;
+    const norm = found.norm ?? model.architecture?.norm;
+    const parts = [`Imported from ${file.name}${sha(file.sha256)}`];
+    if (file.key) parts.push(`network ${file.key}`);
+    parts.push(arch ? `architecture ${arch}` : `${p.format.toUpperCase()} graph`);
+    if (found.ngf) parts.push(`ngf ${found.ngf}`);
+    if (norm) parts.push(`norm ${norm}`);
+    if (found.value_range) parts.push(`values ${found.value_range}`);
+    return [direction, parts.join(", ")];
+  });
+  if (new Set(lines.map(([, line]) => line)).size === 1) return [lines[0][1]];
+  return lines.map(([direction, line]) => `${direction}: ${line}`);
+}
+
+function gmacs(macs) {
+  return `${(macs / 1e9).toFixed(1)} G`;
+}
+
+function distillationText(d) {
+  const teacher = d.teacher.name ?? "an unnamed teacher";
+  const kind = d.teacher.kind === "run" ? " (training run)" : "";
+  const cost = d.macs_ratio
+    ? `${d.macs_ratio.toFixed(1)}× fewer MACs (${gmacs(d.macs)} per 256x256, teacher ${gmacs(d.teacher_macs)})`
+    : `${gmacs(d.macs)} MACs per 256x256`;
+  const scores = Object.entries(d.fidelity).map(
+    ([direction, f]) =>
+      `${direction} ${f.psnr_db.toFixed(1)} dB (identity ${f.identity_psnr_db.toFixed(1)} dB, ${f.images} images)`,
+  );
+  const fidelity = scores.length ? `fidelity ${scores.join(", ")}` : "fidelity not measured";
+  return [`Distilled from ${teacher}${kind}${sha(Object.values(d.teacher.sha256)[0])}: ${cost}, ${fidelity}`];
+}
+
+function tilingText(model) {
+  const kinds = new Set(model.directions.map((d) => d.tiling));
+  if (kinds.size === 1) return `Large images: ${TILING[[...kinds][0]]}.`;
+  return model.directions.map((d) => `${d.name}: ${TILING[d.tiling]}`).join("; ");
+}
+
+function row(list, term, lines) {
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  list.append(dt);
+  for (const line of lines) {
+    const dd = document.createElement("dd");
+    dd.textContent = line; // names and descriptions come from whoever published the model
+    list.append(dd);
+  }
+}
+
+function showModelInfo(model) {
+  modelInfo.querySelector(".description").textContent = model.description ?? "";
+  const list = modelInfo.querySelector("dl");
+  list.replaceChildren();
+  const p = model.provenance;
+  if (p && p.kind === "trained") row(list, "Source", trainedText(p));
+  else if (p && p.kind === "imported") row(list, "Source", importedText(p, model));
+  else row(list, "Source", ["not recorded"]);
+  if (model.distillation) row(list, "Student", distillationText(model.distillation));
+  if (model.architecture && !(p && p.kind === "imported")) {
+    const a = model.architecture;
+    row(list, "Network", [`${a.generator}, ngf ${a.ngf}, norm ${a.norm}`]);
+  }
+  row(list, "License", [model.license ?? "not stated"]);
+  row(list, "Tiling", [tilingText(model)]);
+  modelInfo.hidden = false;
 }
 
 /** Files dropped on `zone` go to `onFiles`; the zone shows when something is dragged over it. */
