@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from models import build_generator, input_multiple
+from models import input_multiple
 from models.imaging import find_images, image_to_tensor, load_image
 from models.manifest import DIRECTIONS, Architecture
 
@@ -40,7 +40,9 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .ddp import DistInfo
 from .evaluate import ImagePair, score
+from .networks import build_run_generator
 from .synthetic import get_pair
+from .trainer import autocast_for, linear_decay, to_device
 
 __all__ = [
     "CACHE_DIR",
@@ -240,21 +242,9 @@ class Distiller:
     """The students, their optimiser and one update; the trainer's loop drives it."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> None:
-        from .trainer import linear_decay  # the trainer imports this module lazily too
-
         self.cfg, self.device, self.dist_info = cfg, device, dist_info
         torch.manual_seed(cfg.seed)
-
-        def student() -> nn.Module:
-            return build_generator(
-                cfg.generator,
-                ngf=cfg.ngf,
-                norm=cfg.norm,
-                init_type=cfg.init_type,
-                init_gain=cfg.init_gain,
-            )
-
-        self.G, self.F = student(), student()
+        self.G, self.F = build_run_generator(cfg), build_run_generator(cfg)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for net in (self.G, self.F):
             net.to(device).to(memory_format=memory_format)
@@ -275,29 +265,15 @@ class Distiller:
         self.students = pair
         self.step_count = 0
 
-    def _autocast(self) -> Any:
-        import contextlib
-
-        if self.cfg.amp == "none":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    def _to_device(self, images: Tensor) -> Tensor:
-        images = images.to(self.device, non_blocking=True)
-        return (
-            images.contiguous(memory_format=torch.channels_last)
-            if self.cfg.channels_last
-            else images
-        )
-
     def train_step(
         self, batch: Mapping[str, Tensor]
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """One update of both students toward the teacher's outputs."""
-        x, tx = self._to_device(batch["A"]), self._to_device(batch["A_teacher"])
-        y, ty = self._to_device(batch["B"]), self._to_device(batch["B_teacher"])
-        with self._autocast():
+        x, tx, y, ty = (
+            to_device(batch[key], self.cfg, self.device)
+            for key in ("A", "A_teacher", "B", "B_teacher")
+        )
+        with autocast_for(self.cfg, self.device):
             sx, sy = self.students(x, y)
             logs = {
                 "AtoB/l1": nn.functional.l1_loss(sx, tx),

@@ -29,16 +29,21 @@ class Networks:
         return [(name, getattr(self, name)) for name in NET_NAMES]
 
 
+def build_run_generator(cfg: TrainConfig) -> nn.Module:
+    """One generator as the run's config describes it, freshly initialised (G, F, a student)."""
+    return build_generator(
+        cfg.generator,
+        ngf=cfg.ngf,
+        norm=cfg.norm,
+        use_dropout=cfg.dropout,
+        init_type=cfg.init_type,
+        init_gain=cfg.init_gain,
+    )
+
+
 def build_networks(cfg: TrainConfig) -> Networks:
     def generator() -> nn.Module:
-        return build_generator(
-            cfg.generator,
-            ngf=cfg.ngf,
-            norm=cfg.norm,
-            use_dropout=cfg.dropout,
-            init_type=cfg.init_type,
-            init_gain=cfg.init_gain,
-        )
+        return build_run_generator(cfg)
 
     def discriminator() -> nn.Module:
         return build_discriminator(

@@ -101,6 +101,20 @@ def linear_decay(cfg: TrainConfig) -> Callable[[int], float]:
     return lambda step: min(1.0, max(0.0, (cfg.max_steps - step) / span))
 
 
+def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The mixed-precision context the config asks for (none: a no-op)."""
+    if cfg.amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(images: Tensor, cfg: TrainConfig, device: torch.device) -> Tensor:
+    """A batch on the training device, channels_last when the config asks for it."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
+
+
 @dataclass
 class Trainer:
     """Networks, optimisers and the per-step update; knows nothing about files or loops."""
@@ -160,18 +174,10 @@ class Trainer:
     # --- one optimisation step --------------------------------------------------------------
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.amp == "none":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast_for(self.cfg, self.device)
 
     def to_device(self, images: Tensor) -> Tensor:
-        images = images.to(self.device, non_blocking=True)
-        return (
-            images.contiguous(memory_format=torch.channels_last)
-            if self.cfg.channels_last
-            else images
-        )
+        return to_device(images, self.cfg, self.device)
 
     def step(self, real_x: Tensor, real_y: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """One update of G, F then D_X, D_Y. Returns detached losses and the step's images."""
