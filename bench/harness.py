@@ -49,12 +49,19 @@ def cpu_name() -> str:
 
 
 def export_bench_model(
-    folder: Path, generator: str, ngf: int, *, fp16: bool, int8: bool = False
+    folder: Path,
+    generator: str,
+    ngf: int,
+    *,
+    fp16: bool,
+    int8: bool = False,
+    tiled: bool = False,
 ) -> Path:
     """A generator with seeded random weights (speed does not depend on them), exported as
     model `bench` (AtoB) into the store at `folder`; returns `folder`. With `int8`, also the
     statically quantized graph, with no fidelity floor: a random-init network is far more
-    sensitive to quantization than a trained one."""
+    sensitive to quantization than a trained one. With `tiled`, the graph large images are
+    tiled with (shared statistics)."""
     import torch
 
     from models import build_generator
@@ -64,8 +71,7 @@ def export_bench_model(
     arch = Architecture(generator=generator, ngf=ngf, norm="instance")
     torch.manual_seed(0)
     net = build_generator(generator, ngf=ngf).eval()
-    # bench inputs are never tiled
-    options = ExportOptions(fp16=fp16, tiled=False, int8=int8, int8_min_psnr=0.0)
+    options = ExportOptions(fp16=fp16, tiled=tiled, int8=int8, int8_min_psnr=0.0)
     export_generators({"AtoB": net}, folder / MODEL, name=MODEL, architecture=arch, options=options)
     return folder
 
@@ -142,6 +148,16 @@ def service_env(settings: Mapping[str, object]) -> dict[str, str]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (threads included); 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 class Child:
     """A child process with its own log file and its own session (Ctrl-C reaches only the
     benchmark, which then stops its children in order)."""
@@ -164,12 +180,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (threads included)."""
-        try:
-            stat = Path(f"/proc/{self.popen.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        return process_cpu_seconds(self.popen.pid)
 
     def rss_mib(self) -> float:
         """Resident memory now (VmRSS), in MiB."""

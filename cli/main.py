@@ -62,6 +62,12 @@ def settings_show(
         variable(name): f"({len(value)} set)" if name == "api_keys" and value else env_value(value)
         for name, value in settings
     }
+    if settings.memory_budget_mb is None:  # say what the default comes to on this machine
+        from service.inference.admission import default_budget_bytes
+
+        values[variable("memory_budget_mb")] = (
+            f"{default_budget_bytes() // 2**20} (default: half the memory available now)"
+        )
     if as_json:
         print_json(values)
         return

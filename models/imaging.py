@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -230,7 +230,15 @@ def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     The colour part is NOT composited, so a service can translate it and reattach the alpha
     untouched. Images without transparency return None for alpha.
     """
-    return _split_oriented(ImageOps.exif_transpose(img))
+    return _split_oriented(_upright(img))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned by its EXIF orientation; ``img`` itself when it is upright already
+    (``ImageOps.exif_transpose`` would copy it: 4 bytes a pixel, 256 MB for a 64 Mpx photo)."""
+    if img.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _check_background(background: Background) -> Background:

@@ -38,6 +38,7 @@ __all__ = [
     "LocationError",
     "ModelIntegrityError",
     "ModelNotFoundError",
+    "OverBudget",
     "QueueFull",
     "StoreError",
     "UnsupportedFormat",
@@ -90,6 +91,10 @@ class UnsupportedMode(CorruptImage):
 
 class QueueFull(Exception):
     """The engine's queue already holds its maximum; try again shortly."""
+
+
+class OverBudget(QueueFull):
+    """The images in flight already hold this process's memory budget; try again shortly."""
 
 
 class DeadlineExceeded(TimeoutError):
@@ -204,6 +209,9 @@ ANSWERS: Final[dict[type[Exception], Answer]] = {
     ManifestError: _UNSERVABLE,
     StoreError: _UNSERVABLE,
     EngineError: _UNSERVABLE,
+    OverBudget: Answer(
+        503, "over_budget", "the server's memory is taken by other images ({}); retry shortly", True
+    ),
     QueueFull: Answer(503, "queue_full", "the server is at capacity ({}); retry shortly", True),
     BatcherClosed: Answer(503, "shutting_down", "the server is shutting down; retry shortly", True),
     BrokerUnavailable: Answer(503, "broker_unavailable", "the job queue is unreachable: {}", True),

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     """pixels of blended overlap between tiles"""
     max_untiled_pixels: Annotated[int, Field(ge=1)] = 1024 * 1024
     """larger images are translated in tiles (bounded memory)"""
+    tile_batch: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None,
+        description="tiles per engine call for large images; default max_batch on a GPU, 2 on "
+        "a CPU, where a request arriving during a large image waits for one call",
+    )
     thumbnail_pixels: Annotated[int, Field(ge=1)] | None = None
     """tiled images share normalisation statistics from a thumbnail of this many pixels;
     default max_untiled_pixels"""
@@ -75,6 +80,16 @@ class Settings(BaseSettings):
     """largest decoded image accepted (width x height), checked before decoding"""
     image_formats: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
     """input formats accepted (PIL names)"""
+
+    memory_budget_mb: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="working memory (MB) the images in flight in one process (the embedded "
+        "server, each worker) may hold; a request that does not fit gets 503 + Retry-After. "
+        "Default: half the memory available at start (a container's limit counts)",
+    )
+    large_image_share: Annotated[float, Field(gt=0, le=1)] = 0.75
+    """share of the memory budget large (tiled) images may hold together; the rest stays free
+    for small requests"""
 
     # HTTP API (`unpaired serve`)
     host: str = "127.0.0.1"

@@ -75,6 +75,27 @@ class Metrics:
             registry=r,
         )
 
+        self.memory = Gauge(
+            "unpaired_memory_bytes",
+            "the memory budget of the images in flight (capacity_bytes, large_capacity_bytes) and "
+            "what they hold (used_bytes, large_used_bytes, peak_bytes); distributed: summed over "
+            "the live workers",
+            ["kind"],
+            registry=r,
+        )
+        self.memory_refused = Gauge(
+            "unpaired_memory_refused",
+            "requests answered 503 over_budget since start (distributed: all live workers)",
+            registry=r,
+        )
+
+    def observe_memory(self, memory: dict[str, int]) -> None:
+        for name, value in memory.items():
+            if name == "refused":
+                self.memory_refused.set(value)
+            else:
+                self.memory.labels(name.removesuffix("_bytes")).set(value)
+
     def observe(self, model: str, direction: str, result: Translated) -> None:
         self.translations.labels(model, direction).inc()
         self.batch_size.observe(result.batch_size)

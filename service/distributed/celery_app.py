@@ -6,7 +6,9 @@ Rules this configuration holds, and why:
   stored, so a worker that dies (even SIGKILL) loses nothing: Redis hands the unacknowledged
   message to another worker once ``visibility_timeout_s`` has passed;
 - results are idempotent (the same input gives the same bytes, and a task whose result is
-  already stored returns it without running again), so a redelivered request is harmless;
+  already stored returns it without running again), so a redelivered request is harmless; a
+  request redelivered while it still runs (longer than the visibility timeout: a large photo)
+  waits for the running copy's answer (:mod:`service.distributed.run_claims`);
 - prefetch is ``2 x max_batch`` per worker (one batch running, the next one forming), and the
   threads pool runs that many requests at once into one in-process micro-batcher; no process
   ever forks, so a CUDA context is never inherited;

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import redis
@@ -32,11 +33,18 @@ class WorkerHeartbeat:
     """A daemon thread beating for one worker until :meth:`stop`."""
 
     def __init__(
-        self, client: redis.Redis, worker: str, info: dict[str, Any], *, interval: float
+        self,
+        client: redis.Redis,
+        worker: str,
+        info: dict[str, Any],
+        *,
+        interval: float,
+        live: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.worker = worker
-        self.info = json.dumps({**info, "worker": worker})
+        self.info = {**info, "worker": worker}
+        self.live = live  # what changes between beats (the memory budget's use)
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -48,7 +56,8 @@ class WorkerHeartbeat:
         now = time.time()
         with self.client.pipeline() as pipe:
             pipe.zadd(WORKERS_KEY, {self.worker: now})
-            pipe.set(_INFO_PREFIX + self.worker, self.info, ex=int(self.interval * 10) + 1)
+            info = {**self.info, **(self.live() if self.live else {})}
+            pipe.set(_INFO_PREFIX + self.worker, json.dumps(info), ex=int(self.interval * 10) + 1)
             pipe.execute()
 
     def _run(self) -> None:

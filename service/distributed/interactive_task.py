@@ -15,16 +15,19 @@ from typing import Any
 import redis
 from celery import Celery, Task, states
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.distributed.messages import (
     TRANSLATE_TASK,
     ImageCarrier,
+    cancel_key,
     deadline_reply,
     error_reply,
     request_from_payload,
     success_reply,
 )
+from service.distributed.run_claims import RunClaims
 from service.inference.local_translator import LocalTranslator
 
 __all__ = ["register_translate_task"]
@@ -39,6 +42,7 @@ def register_translate_task(
     *,
     carrier: ImageCarrier,
     result_ttl: int,
+    claims: RunClaims,
 ) -> Task:
     @app.task(
         name=TRANSLATE_TASK,
@@ -57,12 +61,32 @@ def register_translate_task(
             return dict(done["result"])
         if time.time() > payload["deadline"]:
             return deadline_reply()
+        # redelivered while a live worker still runs it (longer than the visibility timeout):
+        # wait for that run's answer rather than run the image twice (see run_claims)
+        if not claims.acquire(task_id, deadline=payload["deadline"]):
+            return deadline_reply()
+        try:
+            done = self.backend.get_task_meta(task_id)
+            if done.get("status") == states.SUCCESS:  # the other run answered meanwhile
+                return dict(done["result"])
+            return run(task_id, payload)
+        finally:
+            claims.release(task_id)
+
+    def run(task_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         data = carrier.get(client, payload["image"])
         if data is None:  # the input outlived its TTL: nobody waits any more
             return deadline_reply()
         request = request_from_payload(payload, data)
+
+        def abandoned() -> bool:  # the API's client hung up (asked while the request waits)
+            try:
+                return bool(client.exists(cancel_key(task_id)))
+            except RedisError:
+                return False
+
         try:
-            result = translator.translate_blocking(request)
+            result = translator.translate_blocking(request, should_stop=abandoned)
         except Exception as exc:
             reply = error_reply(exc)
             if reply is None:

@@ -22,8 +22,10 @@ from service.inference.requests import OutputSpec, Translated, TranslationReques
 __all__ = [
     "BLOB_PREFIX",
     "BULK_TASK",
+    "CANCEL_PREFIX",
     "TRANSLATE_TASK",
     "ImageCarrier",
+    "cancel_key",
     "deadline_reply",
     "error_reply",
     "raise_error_reply",
@@ -35,6 +37,14 @@ __all__ = [
 TRANSLATE_TASK: Final = "unpaired.translate"  # one interactive request
 BULK_TASK: Final = "unpaired.bulk_chunk"  # one chunk of a bulk job: (job id, chunk index)
 BLOB_PREFIX: Final = "unpaired:blob:"
+CANCEL_PREFIX: Final = "unpaired:cancelled:"
+
+
+def cancel_key(task_id: str) -> str:
+    """Set by the API when nobody waits for a request any more (its client hung up); the
+    worker running it drops the work left (a large image's remaining tiles)."""
+    return f"{CANCEL_PREFIX}{task_id}"
+
 
 ImageRef = dict[str, Any]  # {"data": bytes} or {"blob": key}
 

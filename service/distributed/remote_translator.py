@@ -39,6 +39,7 @@ from service.distributed.heartbeat import live_workers
 from service.distributed.messages import (
     TRANSLATE_TASK,
     ImageCarrier,
+    cancel_key,
     raise_error_reply,
     request_payload,
 )
@@ -115,6 +116,7 @@ class RemoteTranslator:
         self.resent = 0
         self._marked = -1  # the last second _mark_activity wrote
         self._watchdog: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()  # cancellation marks in flight
 
     @classmethod
     async def connect(cls, settings: Settings) -> RemoteTranslator:
@@ -155,12 +157,27 @@ class RemoteTranslator:
                 await asyncio.get_running_loop().run_in_executor(
                     self._publisher, self._publish, task_id, request_payload(request, image)
                 )
-                meta = await _by_deadline(reply, request.deadline)
+                try:
+                    meta = await _by_deadline(reply, request.deadline)
+                except asyncio.CancelledError:  # the client hung up: stop the worker's work
+                    self._tell_cancelled(task_id, ttl)
+                    raise
         finally:
             self.ledger.forget(task_id)
             with contextlib.suppress(RedisError, OSError):
                 await self.carrier.discard_async(self.client, image)
         return await self._result(task_id, meta)
+
+    def _tell_cancelled(self, task_id: str, ttl: int) -> None:
+        """Mark the request abandoned, in the background (this task is being cancelled)."""
+
+        async def mark() -> None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.set(cancel_key(task_id), b"1", ex=max(ttl, 1))
+
+        task = asyncio.ensure_future(mark())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _mark_activity(self) -> None:
         """Note that a request arrived this second (at most one write a second per process).
@@ -258,5 +275,19 @@ class RemoteTranslator:
                 "queue": depth,
                 "waiting": self.replies.waiting,
                 "resent": self.resent,
+                "memory": _total_memory(workers),
             },
         )
+
+
+def _total_memory(workers: list[dict[str, Any]]) -> dict[str, int]:
+    """The live workers' memory budgets and their use, summed (each worker's own in /readyz's
+    worker list would be per worker; the sum is what the service can take on)."""
+    total: dict[str, int] = {}
+    for worker in workers:
+        for name, value in (worker.get("memory") or {}).items():
+            if name == "peak_bytes":
+                total[name] = max(total.get(name, 0), int(value))
+            else:
+                total[name] = total.get(name, 0) + int(value)
+    return total

@@ -23,6 +23,7 @@ from service.distributed.delivery import mark_received
 from service.distributed.heartbeat import WorkerHeartbeat
 from service.distributed.interactive_task import register_translate_task
 from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
+from service.distributed.run_claims import RunClaims, lease_seconds
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import favour_interactive
 from service.jobs.redis_job_store import RedisJobStore
@@ -52,7 +53,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     client = redis.Redis.from_url(
         settings.broker_url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=10
     )
-    _register_tasks(app, settings, translator, client)
+    _register_tasks(app, settings, translator, client, name)
     heartbeat = WorkerHeartbeat(
         client,
         name,
@@ -65,6 +66,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
             "prefetch": settings.prefetch,
         },
         interval=settings.heartbeat_s,
+        live=lambda: {"memory": translator.budget.describe()},
     )
     _connect_signals(name, queues, translator, client, heartbeat)
     app.worker_main(
@@ -82,7 +84,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
 
 
 def _register_tasks(
-    app: Celery, settings: Settings, translator: LocalTranslator, client: redis.Redis
+    app: Celery, settings: Settings, translator: LocalTranslator, client: redis.Redis, name: str
 ) -> None:
     """The interactive task and the bulk-job task, on this worker's translator."""
     register_translate_task(
@@ -91,6 +93,7 @@ def _register_tasks(
         client,
         carrier=ImageCarrier(settings.blob_threshold_bytes),
         result_ttl=settings.result_expires_s,
+        claims=RunClaims(client, worker=name, lease_s=lease_seconds(settings.visibility_timeout_s)),
     )
     register_bulk_task(
         app,

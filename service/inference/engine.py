@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -36,12 +36,24 @@ from models.manifest import (
     ModelManifest,
 )
 from service.errors import BackendUnavailableError, EngineError
-from service.inference import image_io, tiling
+from service.inference import admission, image_io, tiling
 from service.inference.image_io import DecodedImage
+from service.inference.tiled_translation import TiledTranslation, TileGeometry
 from service.settings import BackendName, DeviceName, PrecisionName, Settings
 from service.store.model_store import StoredModel
 
 __all__ = ["Engine", "EngineOptions", "Runner"]
+
+#: Tiles per network call on a CPU unless set: onnxruntime gains nothing from larger batches
+#: there, and a small request that arrives meanwhile waits for one call.
+_CPU_TILE_BATCH: Final = 2
+
+#: A call on more pixels than this (a 512x512 image) leaves the runtime's cache to be given back
+#: once the engine is idle: what small images need stays cached.
+_ARENA_KEEP_PIXELS: Final = 2**18
+
+#: Full-resolution channels assumed for an imported graph (no architecture): the paper's ngf.
+_UNKNOWN_WIDTH: Final = 64
 
 _ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -56,6 +68,7 @@ class EngineOptions:
     tile: int = 512  # side of the tiles large images are cut into
     tile_overlap: int = 64  # blended overlap between tiles
     max_untiled_pixels: int = 1024 * 1024  # larger images are tiled (bounded memory)
+    tile_batch: int | None = None  # tiles per call; None: max_batch on a GPU, 2 on a CPU
     thumbnail_pixels: int | None = None  # tiles' shared statistics come from a thumbnail of
     # at most this many pixels (None: max_untiled_pixels)
     channels_last: bool = True  # torch on CUDA
@@ -73,6 +86,7 @@ class EngineOptions:
             tile=settings.tile,
             tile_overlap=settings.tile_overlap,
             max_untiled_pixels=settings.max_untiled_pixels,
+            tile_batch=settings.tile_batch,
             thumbnail_pixels=settings.thumbnail_pixels,
         )
         return replace(options, **overrides)  # type: ignore[arg-type]
@@ -92,6 +106,11 @@ class Runner(Protocol):
         self, batch: np.ndarray, stats: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(output, statistics used): own statistics when `stats` is None, else `stats`."""
+        ...
+
+    def release_memory(self, probe: np.ndarray) -> None:
+        """Give back working memory a large call left cached (``probe``: a small valid
+        batch, for runtimes that only shrink at the end of a run)."""
         ...
 
 
@@ -192,6 +211,26 @@ class OnnxRunner:
         output, used = session.run([OUTPUT_NAME, STATS_OUT], feeds)
         return np.asarray(output), np.asarray(used)
 
+    def release_memory(self, probe: np.ndarray) -> None:
+        """onnxruntime's CPU arena keeps the largest call's memory for the session's life
+        (hundreds of MB after a batch of large tiles); a small run with arena shrinkage gives
+        back every chunk beyond the first. Only after large work: shrinking each call would
+        cost the next one its allocations."""
+        if self.device != "cpu":
+            return
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        probe = np.ascontiguousarray(probe[:1], dtype=np.float32)
+        self.session.run([OUTPUT_NAME], {INPUT_NAME: probe}, options)
+        if self._tiled_session is not None:
+            size = {i.name: i.shape for i in self._tiled_session.get_inputs()}[STATS_IN][1]
+            feeds = {
+                INPUT_NAME: probe,
+                STATS_IN: np.zeros((1, size), np.float32),
+                USE_STATS: np.array(False),
+            }
+            self._tiled_session.run([OUTPUT_NAME], feeds, options)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self.one_at_a_time and len(batch) > 1:
@@ -276,6 +315,11 @@ class TorchRunner:
             # note: .cpu() is the sync point with the GPU
             return y.float().cpu().numpy()
 
+    def release_memory(self, probe: np.ndarray) -> None:
+        """torch frees CPU tensors to malloc at once (see admission.return_freed_memory); on
+        CUDA the caching allocator keeps blocks for the next batch, which is what a GPU
+        worker wants."""
+
     def run_shared(
         self, batch: np.ndarray, stats: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -347,6 +391,7 @@ class Engine:
         self.direction = direction
         self.options = options
         self.runner = _make_runner(model, direction, options)
+        self._large_cached = False  # a call since the last release_memory left a large cache
 
     @property
     def manifest(self) -> ModelManifest:
@@ -387,13 +432,15 @@ class Engine:
         for index, image in enumerate(images):
             height, width = image.rgb.shape[:2]
             if height * width > self.options.max_untiled_pixels:
-                rgb[index] = self._translate_tiled(image.rgb)
+                rgb[index] = self.start_tiled(image).run_to_end().rgb
             else:
                 groups[self._padded(height, width)].append(index)
         size = self.options.max_batch
+        largest_call = 0  # pixels
         for (height, width), members in groups.items():
             for start in range(0, len(members), size):  # one batch in memory at a time
                 chunk = members[start : start + size]
+                largest_call = max(largest_call, len(chunk) * height * width)
                 batch = np.concatenate(
                     [
                         tiling.pad_to(image_io.to_network([images[i].rgb]), height, width)
@@ -407,7 +454,24 @@ class Engine:
         for out, image in zip(rgb, images, strict=True):
             assert out is not None
             outputs.append(DecodedImage(rgb=np.ascontiguousarray(out), alpha=image.alpha))
+        if largest_call > _ARENA_KEEP_PIXELS:
+            self._large_cached = True  # given back when the engine goes idle
         return outputs
+
+    def release_if_large(self) -> bool:
+        """After large calls, give back what the runtime cached for them (the batcher calls
+        this when it goes idle: under steady load the cache is reused, idle it is returned)."""
+        if not self._large_cached:
+            return False
+        self._large_cached = False
+        self.release_memory()
+        return True
+
+    def release_memory(self) -> None:
+        """Give back what the runtime cached for a large call (see Runner.release_memory)."""
+        rules = self.manifest.input
+        shape = tiling.padded_shape(64, 64, multiple=rules.multiple, min_side=rules.min_side)
+        self.runner.release_memory(np.zeros((1, 3, *shape), np.float32))
 
     def translate_each(self, images: Sequence[DecodedImage]) -> list[DecodedImage | Exception]:
         """:meth:`translate`, but an image that fails costs only its own result.
@@ -427,6 +491,19 @@ class Engine:
                     results.append(exc)
             return results
 
+    def working_bytes(self, height: int, width: int) -> int:
+        """Peak memory translating one image of this size costs (see admission)."""
+        architecture = self.manifest.architecture
+        tiled = height * width > self.options.max_untiled_pixels
+        return admission.working_bytes(
+            height,
+            width,
+            padded=self._padded(height, width),
+            tile=self.options.tile if tiled else None,
+            tile_batch=self.tile_batch,
+            widest_channels=architecture.ngf if architecture else _UNKNOWN_WIDTH,
+        )
+
     def batch_shape(self, height: int, width: int) -> tuple[int, int] | None:
         """The padded shape an image of this size is batched at; None when it is tiled alone.
 
@@ -441,36 +518,48 @@ class Engine:
         rules = self.manifest.input
         return tiling.padded_shape(height, width, multiple=rules.multiple, min_side=rules.min_side)
 
-    def _translate_tiled(self, rgb: np.ndarray) -> np.ndarray:
-        """Overlapping, blended tiles; with instance norm, every tile is normalised with the
-        statistics of a thumbnail of the whole image, so tiles agree in tone (see norm_stats)."""
-        height, width = rgb.shape[:2]
-        padded_h, padded_w = self._padded(height, width)
-        image = tiling.pad_to(image_io.to_network([rgb]), padded_h, padded_w)
-        run: Callable[[np.ndarray], np.ndarray] = self.runner
-        if self.runner.shares_stats:
-            _, stats = self.runner.run_shared(self._thumbnail(rgb, image), None)  # (1, S)
+    def start_tiled(self, image: DecodedImage) -> TiledTranslation:
+        """A large image's translation as steps (a statistics pass, then tile batches), for a
+        scheduler that interleaves other work between them or drops the rest; with instance
+        norm every tile is normalised with the statistics of a thumbnail of the whole image, so
+        tiles agree in tone (see :mod:`models.norm_stats`)."""
+        height, width = image.size
+        padded = self._padded(height, width)
+        return TiledTranslation(
+            image,
+            self.runner,
+            padded=padded,
+            geometry=self.tile_geometry,
+            thumbnail=self._thumbnail(image.rgb, padded) if self.runner.shares_stats else None,
+            on_finish=self.release_memory,
+        )
 
-            def run(tiles: np.ndarray) -> np.ndarray:
-                return self.runner.run_shared(tiles, np.repeat(stats, len(tiles), axis=0))[0]
-
-        out = tiling.translate_tiled(
-            image[0],
-            run,
+    @property
+    def tile_geometry(self) -> TileGeometry:
+        return TileGeometry(
             tile=self.options.tile,
             overlap=self.options.tile_overlap,
             multiple=self.manifest.input.multiple,
-            max_batch=self.options.max_batch,
+            batch=self.tile_batch,
         )
-        return image_io.from_network(tiling.crop_to(out[None], height, width))[0]
 
-    def _thumbnail(self, rgb: np.ndarray, padded: np.ndarray) -> np.ndarray:
-        """The whole image, downscaled to the thumbnail budget when it is larger."""
+    @property
+    def tile_batch(self) -> int:
+        """Tiles per network call: ``max_batch`` on a GPU; on a CPU, where batching gains
+        nothing and a request waiting behind a huge image waits for one call, ``tile_batch``."""
+        if self.options.tile_batch is not None:
+            return min(self.options.tile_batch, self.options.max_batch)
+        return self.options.max_batch if self.runner.device != "cpu" else _CPU_TILE_BATCH
+
+    def _thumbnail(self, rgb: np.ndarray, padded: tuple[int, int]) -> np.ndarray:
+        """uint8: the whole (padded) image, downscaled to the thumbnail budget when larger."""
         budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
-        if padded.shape[2] * padded.shape[3] <= budget:
-            return padded  # exact: the statistics an untiled pass would use
+        if padded[0] * padded[1] <= budget:  # exact: the statistics an untiled pass would use
+            rows = tiling.reflect_indices(rgb.shape[0], padded[0])
+            cols = tiling.reflect_indices(rgb.shape[1], padded[1])
+            return np.ascontiguousarray(rgb[rows[:, None], cols[None, :]])
         rules = self.manifest.input
         height, width = tiling.thumbnail_shape(
             *rgb.shape[:2], max_pixels=budget, multiple=rules.multiple, min_side=rules.min_side
         )
-        return image_io.to_network([tiling.thumbnail(rgb, height, width)])
+        return tiling.thumbnail(rgb, height, width)

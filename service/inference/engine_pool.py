@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service.inference.admission import return_freed_memory
 from service.inference.engine import Engine, EngineOptions
 from service.inference.image_io import DecodedImage
 from service.store.model_store import ModelStore
@@ -71,6 +72,13 @@ class EnginePool:
                 warm(found)
                 self._engines[key] = found
         return found
+
+    def release_idle_memory(self) -> None:
+        """Every engine gives back what large calls left cached (see Engine.release_if_large);
+        then glibc returns the freed pages. For the batcher's thread, when it goes idle."""
+        released = [engine.release_if_large() for engine in list(self._engines.values())]
+        if any(released):
+            return_freed_memory()
 
     def describe(self) -> list[dict[str, object]]:
         return [engine.describe() for engine in list(self._engines.values())]

@@ -16,7 +16,7 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -159,13 +159,17 @@ def _reason(exc: BaseException) -> str:
 
 
 def decode_image(
-    data: bytes, *, limits: ImageLimits = _DEFAULT_LIMITS, name: str = "<upload>"
+    data: bytes,
+    *,
+    limits: ImageLimits = _DEFAULT_LIMITS,
+    name: str = "<upload>",
+    admit: Callable[[int, int], None] | None = None,
 ) -> DecodedImage:
     """Validate and decode untrusted image bytes; every refusal is an :class:`ImageRejected`.
 
     Order matters for safety: byte size, then the format allow-list, then the pixel count the
-    header declares, and only then the (memory-hungry) decode. Animated images give their
-    first frame.
+    header declares, then ``admit(height, width)`` (a memory budget's say: it raises to refuse),
+    and only then the (memory-hungry) decode. Animated images give their first frame.
     """
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(
@@ -200,6 +204,8 @@ def decode_image(
             )
         if width == 0 or height == 0:
             raise CorruptImage(f"{name}: the image is {width}x{height} and has no pixels")
+        if admit is not None:
+            admit(height, width)
         try:
             img.load()  # truncated data fails here (LOAD_TRUNCATED_IMAGES stays off)
             colour, alpha = split_alpha(img)
@@ -211,10 +217,30 @@ def decode_image(
             raise CorruptImage(
                 f"{name}: the image data is damaged or truncated ({_reason(exc)})"
             ) from exc
-    return DecodedImage(
-        rgb=np.array(colour, dtype=np.uint8),
-        alpha=None if alpha is None else np.array(alpha, dtype=np.uint8),
-    )
+        if colour is not img:
+            img.close()  # frees the decoded copy before the array is made from the colour one
+        return DecodedImage(rgb=_pixels(colour), alpha=None if alpha is None else _pixels(alpha))
+
+
+#: Rows converted at a time by :func:`_pixels`.
+_STRIP_ROWS: Final = 256
+
+
+def _pixels(img: Image.Image) -> npt.NDArray[np.uint8]:
+    """A decoded image's pixels as uint8 ``(H, W, 3)`` (RGB) or ``(H, W)`` (L).
+
+    ``np.array(img)`` goes through ``img.tobytes()``: a bytes copy of the whole image on top of
+    PIL's (4 bytes a pixel for RGB) and the array's. Strips keep that transient small, so a
+    64 Mpx photo peaks at PIL's copy plus the array while it decodes.
+    """
+    width, height = img.size
+    shape = (height, width, 3) if img.mode == "RGB" else (height, width)
+    out = np.empty(shape, dtype=np.uint8)
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        strip = img.crop((0, top, width, bottom)).tobytes()
+        out[top:bottom] = np.frombuffer(strip, np.uint8).reshape((bottom - top, *shape[1:]))
+    return out
 
 
 def read_image_file(

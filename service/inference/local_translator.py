@@ -13,12 +13,14 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Final
 
 from service.errors import BatcherClosed, DeadlineExceeded
 from service.inference import image_io
+from service.inference.admission import MemoryBudget, Reservation, default_budget_bytes
 from service.inference.batcher import Batched, MicroBatcher
 from service.inference.engine import EngineOptions
 from service.inference.engine_pool import EnginePool
@@ -55,11 +57,13 @@ class LocalTranslator:
         max_wait: float,
         max_queue: int,
         background_batch: int | None = None,
+        budget: MemoryBudget | None = None,
         codec_threads: int | None = None,
         worker: str | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
+        self.budget = budget or MemoryBudget(default_budget_bytes())
         self.worker = worker
         self.batcher: MicroBatcher[BatchKey, DecodedImage, DecodedImage] = MicroBatcher(
             self._run,
@@ -67,6 +71,7 @@ class LocalTranslator:
             max_wait=max_wait,
             max_queue=max_queue,
             background_batch=background_batch,
+            on_idle=pool.release_idle_memory,
         )
         # decoding and encoding run beside the engine, a bounded number at a time; bulk work
         # has its own threads at a lower CPU priority, so it never queues before (or competes
@@ -83,9 +88,15 @@ class LocalTranslator:
         store = ModelStore(settings.store, cache_dir=settings.cache_dir)
         pool = EnginePool(store, EngineOptions.from_settings(settings))
         pool.load(settings.models)
+        capacity = (
+            settings.memory_budget_mb * 2**20
+            if settings.memory_budget_mb is not None
+            else default_budget_bytes()
+        )
         return cls(
             pool,
             limits=ImageLimits.from_settings(settings),
+            budget=MemoryBudget(capacity, large_share=settings.large_image_share),
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
@@ -97,15 +108,61 @@ class LocalTranslator:
         return self.pool.engine(key.model, key.direction).translate_each(images)
 
     def _decode_and_submit(
-        self, request: TranslationRequest, background: bool = False
-    ) -> concurrent.futures.Future[Batched[DecodedImage]]:
-        image = image_io.decode_image(request.data, limits=self.limits, name=request.name)
+        self,
+        request: TranslationRequest,
+        background: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> _Submitted:
+        """Reserve the image's memory (from its header), decode, and queue it: a large image
+        as tile steps, others to share a batch. The caller releases the reservation once it
+        has encoded the answer (or given up); the batcher releases its own hold when done."""
         engine = self.pool.engine(request.model, request.direction)  # loads a new model once
-        shape = engine.batch_shape(image.height, image.width)
-        key = BatchKey(request.model, request.direction, shape, background)
-        return self.batcher.submit(
-            key, image, deadline=request.deadline, alone=shape is None, background=background
-        )
+        reservation: Reservation | None = None
+
+        def admit(height: int, width: int) -> None:
+            nonlocal reservation
+            cost = engine.working_bytes(height, width)
+            large = engine.batch_shape(height, width) is None
+            what = f"{request.name} ({width}x{height})"
+            if background:  # bulk work waits for room; its producers are bounded
+                reservation = self.budget.reserve(
+                    cost, large=large, what=what, should_stop=should_stop
+                )
+            else:
+                reservation = self.budget.try_reserve(cost, large=large, what=what)
+
+        try:
+            image = image_io.decode_image(
+                request.data, limits=self.limits, name=request.name, admit=admit
+            )
+            assert reservation is not None
+            shape = engine.batch_shape(image.height, image.width)
+            held = reservation.hold()  # the batcher's hold, released when it is done
+            try:
+                if shape is None:
+                    future = self.batcher.submit_steps(
+                        engine.start_tiled(image),
+                        deadline=request.deadline,
+                        background=background,
+                        on_done=held.release,
+                    )
+                else:
+                    key = BatchKey(request.model, request.direction, shape, background)
+                    future = self.batcher.submit(
+                        key,
+                        image,
+                        deadline=request.deadline,
+                        background=background,
+                        on_done=held.release,
+                    )
+            except BaseException:
+                held.release()
+                raise
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        return _Submitted(future, reservation)
 
     def _encode(self, request: TranslationRequest, batched: Batched[DecodedImage]) -> Translated:
         image = batched.value
@@ -123,65 +180,101 @@ class LocalTranslator:
             worker=self.worker,
         )
 
-    def translate_blocking(self, request: TranslationRequest) -> Translated:
-        """For worker threads: waits on the batcher until the request's deadline."""
-        future = self._decode_and_submit(request)
+    def translate_blocking(
+        self, request: TranslationRequest, *, should_stop: Callable[[], bool] | None = None
+    ) -> Translated:
+        """For worker threads: waits on the batcher until the request's deadline, or until
+        ``should_stop()`` (asked every half second) says nobody waits for it any more."""
+        submitted = self._decode_and_submit(request)
         try:
-            batched = future.result(timeout=max(0.0, request.deadline - time.time()))
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DeadlineExceeded("the deadline passed before the engine finished") from None
-        return self._encode(request, batched)
+            batched = _wait(submitted.future, request.deadline, should_stop)
+            return self._encode(request, batched)
+        finally:
+            submitted.reservation.release()
 
     def translate_background(
-        self, requests: Sequence[TranslationRequest]
+        self,
+        requests: Sequence[TranslationRequest],
+        *,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[Translated | Exception]:
         """For bulk work (blocking): every request decoded, batched behind interactive
         requests and encoded on the bulk threads; each request's own failure comes back in
-        its place. No thread but the caller's waits on the batcher."""
+        its place. No thread but the caller's waits on the batcher. When ``should_stop()``
+        (asked every half second) turns true, the work not done yet is dropped."""
         outcomes: list[Future[Translated]] = []
+        started: list[Future[Batched[DecodedImage]]] = []
         for request in requests:
             outcome: Future[Translated] = Future()
             try:
-                self._bulk_codec.submit(self._start_background, request, outcome)
+                self._bulk_codec.submit(
+                    self._start_background, request, outcome, started, should_stop
+                )
             except RuntimeError:  # shut down
                 outcome.set_exception(BatcherClosed("the server is shutting down"))
             outcomes.append(outcome)
-        concurrent.futures.wait(outcomes)
+        stopping = False
+        while True:
+            if stopping:  # again each time: images still decoding queue up after a stop
+                for queued in list(started):
+                    queued.cancel()  # a tiled image's remaining steps are dropped
+            _, waiting = concurrent.futures.wait(outcomes, timeout=_STOP_POLL_S)
+            if not waiting:
+                break
+            stopping = stopping or (should_stop is not None and should_stop())
         return [_result_or_error(outcome) for outcome in outcomes]
 
-    def _start_background(self, request: TranslationRequest, outcome: Future[Translated]) -> None:
+    def _start_background(
+        self,
+        request: TranslationRequest,
+        outcome: Future[Translated],
+        started: list[Future[Batched[DecodedImage]]],
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
         try:
-            queued = self._decode_and_submit(request, background=True)
+            if should_stop is not None and should_stop():
+                raise DeadlineExceeded("the job was stopped before this image started")
+            submitted = self._decode_and_submit(request, True, should_stop)
         except Exception as exc:
             outcome.set_exception(exc)
             return
+        started.append(submitted.future)
 
         def encode(done: Future[Batched[DecodedImage]]) -> None:  # on the batcher's thread
             try:
-                self._bulk_codec.submit(self._finish_background, request, done, outcome)
+                self._bulk_codec.submit(self._finish_background, request, submitted, outcome)
             except RuntimeError:
+                submitted.reservation.release()
                 outcome.set_exception(BatcherClosed("the server is shutting down"))
 
-        queued.add_done_callback(encode)
+        submitted.future.add_done_callback(encode)
 
     def _finish_background(
-        self,
-        request: TranslationRequest,
-        done: Future[Batched[DecodedImage]],
-        outcome: Future[Translated],
+        self, request: TranslationRequest, submitted: _Submitted, outcome: Future[Translated]
     ) -> None:
         try:
-            outcome.set_result(self._encode(request, done.result()))
+            outcome.set_result(self._encode(request, _batched(submitted.future)))
         except Exception as exc:
             outcome.set_exception(exc)
+        finally:
+            submitted.reservation.release()
 
     async def translate(self, request: TranslationRequest) -> Translated:
-        """For the event loop: no thread is held while the request waits for its batch."""
+        """For the event loop: no thread is held while the request waits for its batch;
+        cancelling it (a deadline, a client that hung up) drops its queued work, a large
+        image's remaining tiles included."""
         loop = asyncio.get_running_loop()
-        future = await loop.run_in_executor(self._codec, self._decode_and_submit, request)
-        batched = await asyncio.wrap_future(future)  # cancelling this cancels the queued item
-        return await loop.run_in_executor(self._codec, self._encode, request, batched)
+        decoding = self._codec.submit(self._decode_and_submit, request)
+        try:
+            submitted = await asyncio.wrap_future(decoding)
+        except asyncio.CancelledError:  # gone while decoding: drop the work once it is queued
+            decoding.add_done_callback(_abandon)
+            raise
+        try:
+            batched = await asyncio.wrap_future(submitted.future)
+            return await loop.run_in_executor(self._codec, self._encode, request, batched)
+        finally:
+            submitted.reservation.release()
 
     async def readiness(self) -> Readiness:
         engines = self.pool.describe()
@@ -189,6 +282,7 @@ class LocalTranslator:
             "engines": engines,
             "queue": self.batcher.pending,  # interactive requests waiting for the engine
             "bulk_queue": self.batcher.background_pending,  # bulk images waiting behind them
+            "memory": self.budget.describe(),  # bytes the images in flight hold
         }
         return Readiness(bool(engines), checks)
 
@@ -202,6 +296,53 @@ class LocalTranslator:
         self.batcher.close()  # finishes what is queued, so bulk encodes may still be submitted
         self._codec.shutdown(wait=True)
         self._bulk_codec.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    """A queued image: its batcher future and the caller's hold on its memory."""
+
+    future: concurrent.futures.Future[Batched[DecodedImage]]
+    reservation: Reservation
+
+
+#: How often a blocked caller asks whether anybody still waits for its work.
+_STOP_POLL_S: Final = 0.5
+
+
+def _wait(
+    future: Future[Batched[DecodedImage]],
+    deadline: float,
+    should_stop: Callable[[], bool] | None,
+) -> Batched[DecodedImage]:
+    """The batcher's result by the deadline; cancelled (its steps dropped) otherwise."""
+    while True:
+        left = deadline - time.time()
+        try:
+            return future.result(timeout=max(0.0, min(left, _STOP_POLL_S)))
+        except concurrent.futures.TimeoutError:
+            if left <= _STOP_POLL_S:
+                future.cancel()
+                raise DeadlineExceeded("the deadline passed before the engine finished") from None
+            if should_stop is not None and should_stop():
+                future.cancel()
+                raise DeadlineExceeded("the client stopped waiting for the answer") from None
+
+
+def _abandon(decoding: Future[_Submitted]) -> None:
+    """The caller left while its image was decoding: cancel what was queued for it."""
+    if decoding.cancelled() or decoding.exception() is not None:
+        return
+    submitted = decoding.result()
+    submitted.future.cancel()
+    submitted.reservation.release()
+
+
+def _batched(future: Future[Batched[DecodedImage]]) -> Batched[DecodedImage]:
+    """A done batcher future's result; a cancelled one as the error it was cancelled for."""
+    if future.cancelled():
+        raise DeadlineExceeded("the job was stopped before this image was translated")
+    return future.result()
 
 
 def _result_or_error(future: Future[Translated]) -> Translated | Exception:

@@ -3,9 +3,9 @@ too large for one pass.
 
 Sides are padded (reflect) to what the network accepts and cropped back afterwards
 (:func:`pad_to` / :func:`crop_to`); a large image is cut into equal, aligned, overlapping tiles
-whose outputs are blended with feathered weights (:func:`translate_tiled`), so memory stays
-bounded and seams do not show. A thumbnail of the whole image (:func:`thumbnail`) gives tiles
-shared instance-norm statistics (see :mod:`models.norm_stats`).
+whose outputs are blended with feathered weights (:class:`RowBlender`) a band of rows at a
+time, so memory stays bounded and seams do not show. A thumbnail of the whole image
+(:func:`thumbnail`) gives tiles shared instance-norm statistics (see :mod:`models.norm_stats`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import numpy.typing as npt
 from PIL import Image
 
 __all__ = [
+    "RowBlender",
     "Tile",
     "blend_weights",
     "crop_to",
     "pad_to",
     "padded_shape",
     "plan_tiles",
+    "reflect_indices",
     "thumbnail",
     "thumbnail_shape",
+    "tile_batches",
     "translate_tiled",
 ]
 
@@ -174,6 +177,98 @@ def blend_weights(tile: Tile, height: int, width: int, *, overlap: int) -> npt.N
     return np.outer(rows, cols).astype(np.float32)
 
 
+def reflect_indices(length: int, padded: int) -> npt.NDArray[np.intp]:
+    """For each position of an axis reflect-padded at its end from ``length`` to ``padded``,
+    the source position (numpy's ``reflect`` mode, so it matches :func:`pad_to`).
+
+    Lets a tile of the padded image be cut straight from the unpadded uint8 pixels, without a
+    padded (or float) copy of the whole image.
+    """
+    if not 0 < length <= padded:
+        raise ValueError(f"need 0 < length <= padded, got {length}, {padded}")
+    return np.pad(np.arange(length), (0, padded - length), mode="reflect")
+
+
+class RowBlender:
+    """Blends tile outputs into an image one band of rows at a time.
+
+    Tiles arrive in row-major order (:func:`plan_tiles`). Rows above the top of every tile
+    still to come are final (those above each new tile, and all of them at the end):
+    :meth:`flush` divides them by their weights and hands them to
+    ``emit(top, rows)`` (float32 ``(C, n, width)`` for rows ``top:top + n``, a few dozen rows
+    at a time), so only the rows some pending tile still covers stay as float sums: one buffer
+    of two tile heights, whatever the image's height, allocated once.
+    """
+
+    #: Rows divided and emitted at a time: bounds the temporaries of the conversion.
+    EMIT_ROWS: Final = 64
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        *,
+        overlap: int,
+        emit: Callable[[int, npt.NDArray[np.float32]], None],
+        tile_height: int | None = None,
+    ) -> None:
+        self.channels, self.height, self.width = channels, height, width
+        self.overlap = overlap
+        self._emit = emit
+        self._top = 0  # first row not yet emitted; row _top is row 0 of the buffers
+        self._rows = 0  # rows of the buffers in use
+        capacity = min(height, 2 * tile_height) if tile_height else height
+        self._sums = np.zeros((channels, capacity, width), dtype=np.float32)
+        self._weights = np.zeros((capacity, width), dtype=np.float32)
+
+    @property
+    def band_rows(self) -> int:
+        """Rows held as float sums now."""
+        return self._rows
+
+    def add(self, tile: Tile, output: npt.NDArray[np.float32]) -> None:
+        """Blend one tile's float32 ``(C, tile.height, tile.width)`` output in."""
+        if tile.y < self._top:
+            raise ValueError(f"{tile} starts above row {self._top}, which was already emitted")
+        self.flush(tile.y)  # rows above a tile are final: every later tile starts lower
+        bottom = tile.y + tile.height - self._top
+        if bottom > self._weights.shape[0]:
+            raise ValueError(
+                f"{tile} reaches {bottom} rows below row {self._top}; the band holds "
+                f"{self._weights.shape[0]} (tiles must arrive row by row)"
+            )
+        self._rows = max(self._rows, bottom)
+        weights = blend_weights(tile, self.height, self.width, overlap=self.overlap)
+        rows = slice(tile.y - self._top, bottom)
+        cols = slice(tile.x, tile.x + tile.width)
+        self._sums[:, rows, cols] += output * weights
+        self._weights[rows, cols] += weights
+
+    def flush(self, below: int) -> None:
+        """Emit rows ``_top:below``: no tile still to come covers them."""
+        done = min(below - self._top, self._rows)
+        if done <= 0:
+            return
+        for start in range(0, done, self.EMIT_ROWS):
+            stop = min(done, start + self.EMIT_ROWS)
+            self._emit(self._top + start, self._sums[:, start:stop] / self._weights[start:stop])
+        left = self._rows - done  # rows still covered by pending tiles move to the front
+        self._sums[:, :left] = self._sums[:, done : self._rows]
+        self._weights[:left] = self._weights[done : self._rows]
+        self._sums[:, left : self._rows] = 0
+        self._weights[left : self._rows] = 0
+        self._top += done
+        self._rows = left
+
+
+def tile_batches(tiles: list[Tile], max_batch: int) -> list[list[Tile]]:
+    """Row-major runs of at most ``max_batch`` tiles: one network call each."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    return [tiles[start : start + max_batch] for start in range(0, len(tiles), max_batch)]
+
+
 def translate_tiled(
     image: npt.NDArray[np.float32],
     run: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
@@ -185,39 +280,36 @@ def translate_tiled(
 ) -> npt.NDArray[np.float32]:
     """Run ``run`` over overlapping tiles of a ``(C, H, W)`` image and blend them seamlessly.
 
-    For images too large for one forward pass: memory is bounded by one batch of at most
-    ``max_batch`` tiles plus two full-size float32 accumulators. ``run`` maps a float32
-    ``(N, C, th, tw)`` batch to the same shape.
+    ``run`` maps a float32 ``(N, C, th, tw)`` batch to the same shape. The engine streams its
+    tiles from uint8 pixels instead (:mod:`service.inference.tiled_translation`); this is the
+    same blending for an image already in float.
     """
     if image.ndim != 3:
         raise ValueError(f"expected an image of shape (C, H, W), got {image.shape}")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     channels, height, width = image.shape
     tiles = plan_tiles(height, width, tile=tile, overlap=overlap, multiple=multiple)
-    by_shape: dict[tuple[int, int], list[Tile]] = {}
-    for t in tiles:
-        by_shape.setdefault((t.height, t.width), []).append(t)
+    result = np.empty((channels, height, width), dtype=np.float32)
 
-    total = np.zeros((channels, height, width), dtype=np.float32)  # sum of output * weight
-    weight_sum = np.zeros((height, width), dtype=np.float32)
-    for group in by_shape.values():
-        for start in range(0, len(group), max_batch):
-            chunk = group[start : start + max_batch]
-            batch = np.stack(
-                [image[:, t.y : t.y + t.height, t.x : t.x + t.width] for t in chunk]
-            ).astype(np.float32, copy=False)  # (N, C, th, tw)
-            result = np.asarray(run(batch), dtype=np.float32)
-            if result.shape != batch.shape:
-                raise ValueError(
-                    f"run must return its input's shape {batch.shape}, got {result.shape}"
-                )
-            for t, out in zip(chunk, result, strict=True):
-                weights = blend_weights(t, height, width, overlap=overlap)
-                total[:, t.y : t.y + t.height, t.x : t.x + t.width] += out * weights
-                weight_sum[t.y : t.y + t.height, t.x : t.x + t.width] += weights
-    total /= weight_sum
-    return total
+    def emit(top: int, band: npt.NDArray[np.float32]) -> None:
+        result[:, top : top + band.shape[1]] = band
+
+    blender = RowBlender(
+        channels, height, width, overlap=overlap, emit=emit, tile_height=tiles[0].height
+    )
+    batches = tile_batches(tiles, max_batch)
+    for index, chunk in enumerate(batches):
+        batch = np.stack(
+            [image[:, t.y : t.y + t.height, t.x : t.x + t.width] for t in chunk]
+        ).astype(np.float32, copy=False)  # (N, C, th, tw)
+        outputs = np.asarray(run(batch), dtype=np.float32)
+        if outputs.shape != batch.shape:
+            raise ValueError(
+                f"run must return its input's shape {batch.shape}, got {outputs.shape}"
+            )
+        for t, out in zip(chunk, outputs, strict=True):
+            blender.add(t, out)
+        blender.flush(batches[index + 1][0].y if index + 1 < len(batches) else height)
+    return result
 
 
 def thumbnail_shape(

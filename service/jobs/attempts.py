@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import TransientChunkError, run_chunk
 from service.jobs.job_store import JobStore
-from service.jobs.records import ChunkOutcome, ItemError
+from service.jobs.records import ChunkOutcome, ItemError, JobState
 
 __all__ = ["RetryLater", "attempt_chunk", "backoff"]
 
@@ -62,7 +62,12 @@ def attempt_chunk(
         spec = store.start_chunk(job_id, index)
         if spec is None:
             return None
-        outcome = run_chunk(spec, store.chunk_items(job_id, index), translator)
+        outcome = run_chunk(
+            spec,
+            store.chunk_items(job_id, index),
+            translator,
+            should_stop=lambda: _stopped(store, job_id),
+        )
     except TRANSIENT as exc:
         if attempt < retries:
             delay = backoff(attempt, backoff_cap)
@@ -75,6 +80,15 @@ def attempt_chunk(
         return _give_up(store, job_id, index, f"internal error: {type(exc).__name__}: {exc}")
     store.finish_chunk(job_id, index, outcome)
     return outcome
+
+
+def _stopped(store: JobStore, job_id: str) -> bool:
+    """The job was cancelled or deleted while its chunk runs: nobody wants its outputs."""
+    try:
+        status = store.get(job_id, errors_limit=0)
+    except Exception:  # the store is away for a moment: keep working
+        return False
+    return status is None or status.state is JobState.CANCELLED
 
 
 def _give_up(store: JobStore, job_id: str, index: int, reason: str) -> ChunkOutcome:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service.errors import BatcherClosed
 from service.inference.local_translator import LocalTranslator
@@ -35,7 +35,15 @@ class TransientChunkError(RuntimeError):
     """The chunk could not finish for a reason that may pass; run it again later."""
 
 
-def run_chunk(spec: JobSpec, items: Sequence[Item], translator: LocalTranslator) -> ChunkOutcome:
+def run_chunk(
+    spec: JobSpec,
+    items: Sequence[Item],
+    translator: LocalTranslator,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> ChunkOutcome:
+    """Translate and write the chunk's items; when ``should_stop()`` turns true (the job was
+    cancelled) the images not done yet are dropped, a large one's remaining tiles included."""
     inputs, outputs = Storage(spec.inputs), Storage(spec.outputs)
     output = OutputSpec(format=spec.format, quality=spec.quality)
     with concurrent.futures.ThreadPoolExecutor(
@@ -62,7 +70,7 @@ def run_chunk(spec: JobSpec, items: Sequence[Item], translator: LocalTranslator)
             )
             for item, data in ready
         ]
-        results = translator.translate_background(requests)
+        results = translator.translate_background(requests, should_stop=should_stop)
         if any(isinstance(r, BatcherClosed) for r in results):
             raise TransientChunkError("the worker is shutting down")
         done: list[tuple[Item, Translated]] = []

@@ -58,4 +58,7 @@ async def metrics(state: StateDep) -> Response:
         workers = readiness.checks.get("workers")
         if isinstance(workers, int):
             state.metrics.workers.set(workers)
+        memory = readiness.checks.get("memory")
+        if isinstance(memory, dict):
+            state.metrics.observe_memory(memory)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -64,7 +64,8 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
             "`unsupported_format`: an image format outside UNPAIRED_IMAGE_FORMATS",
             422: "`invalid_parameters`: bad `direction`, `format`, `quality` or form fields; "
             "`direction_required`: no direction for a model with two",
-            503: "`queue_full`, `overloaded`, `starting`, `shutting_down`: at capacity; "
+            503: "`queue_full`, `over_budget`, `overloaded`, `starting`, `shutting_down`: at "
+            "capacity (`over_budget`: other large images hold the memory budget); "
             "`broker_unavailable`: Redis unreachable (see Retry-After); `model_unavailable`: "
             "the model's files fail their checksums",
             504: "`deadline_exceeded`: not translated within UNPAIRED_REQUEST_TIMEOUT_S",

@@ -245,3 +245,142 @@ def test_cancelling_an_awaiting_coroutine_drops_its_item(make: Make, recorder: R
 def test_options_are_validated(recorder: Recorder) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(recorder, max_batch=0, max_wait=0, max_queue=1)
+
+
+# --- stepwise work (a large image's tile batches) -----------------------------------------
+
+
+class Steps:
+    """Stepwise work of `count` steps of `seconds` each, recording what happened to it."""
+
+    tiles_per_step = 2
+
+    def __init__(self, count: int, seconds: float = 0.05, fail_at: int | None = None) -> None:
+        self.count, self.seconds, self.fail_at = count, seconds, fail_at
+        self.ran = 0
+        self.closed = False
+        self.log: list[tuple[str, float]] = []  # ("step", end time)
+
+    @property
+    def done(self) -> bool:
+        return self.ran == self.count
+
+    def step(self) -> None:
+        if self.fail_at == self.ran:
+            raise ValueError("this step fails")
+        time.sleep(self.seconds)
+        self.ran += 1
+        self.log.append(("step", time.monotonic()))
+
+    def result(self) -> int:
+        return 1000 + self.ran
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stepwise_work_runs_to_its_result_and_says_when_it_is_done(make: Make) -> None:
+    batcher = make()
+    steps = Steps(4, seconds=0.01)
+    released = threading.Event()
+    result = batcher.submit_steps(steps, on_done=released.set).result(5)  # type: ignore[arg-type]
+    assert result.value == 1004 and result.batch_size == 2
+    assert result.run_seconds >= 0.04
+    assert released.wait(1) and steps.closed
+    assert batcher.pending == 0
+
+
+def test_a_request_arriving_during_stepwise_work_waits_for_one_step(
+    make: Make, recorder: Recorder
+) -> None:
+    batcher = make(max_wait=0.05)
+    steps = Steps(40, seconds=0.05)  # 2 s of work
+    huge = batcher.submit_steps(steps)  # type: ignore[arg-type]
+    time.sleep(0.3)
+    asked = time.monotonic()
+    answer = batcher.submit("small", 1).result(5)
+    waited = time.monotonic() - asked
+    assert answer.value == 10
+    assert waited < 0.05 + 0.05 + 0.1, f"waited {waited:.3f} s behind the stepwise work"
+    assert not huge.done()  # the large one was interleaved, not finished first
+    assert huge.result(10).value == 1040
+
+
+def test_cancelling_stepwise_work_drops_its_remaining_steps(make: Make) -> None:
+    batcher = make()
+    steps = Steps(100, seconds=0.02)
+    released = threading.Event()
+    future = batcher.submit_steps(steps, on_done=released.set)  # type: ignore[arg-type]
+    time.sleep(0.2)
+    assert future.cancel()  # still pending while steps run
+    assert released.wait(1)
+    ran = steps.ran
+    time.sleep(0.2)
+    assert steps.ran == ran < 100 and steps.closed
+    assert batcher.pending == 0
+
+
+def test_stepwise_work_past_its_deadline_stops_with_deadline_exceeded(make: Make) -> None:
+    batcher = make()
+    steps = Steps(100, seconds=0.02)
+    future = batcher.submit_steps(steps, deadline=time.time() + 0.2)  # type: ignore[arg-type]
+    with pytest.raises(DeadlineExceeded):
+        future.result(5)
+    assert steps.ran < 20 and steps.closed
+
+
+def test_a_failing_step_fails_only_its_own_work(make: Make) -> None:
+    batcher = make()
+    broken = batcher.submit_steps(Steps(5, seconds=0.01, fail_at=2))  # type: ignore[arg-type]
+    fine = batcher.submit_steps(Steps(3, seconds=0.01))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="this step fails"):
+        broken.result(5)
+    assert fine.result(5).value == 1003
+
+
+def test_two_stepwise_works_take_turns(make: Make) -> None:
+    batcher = make()
+    first, second = Steps(10, seconds=0.01), Steps(10, seconds=0.01)
+    a = batcher.submit_steps(first)  # type: ignore[arg-type]
+    b = batcher.submit_steps(second)  # type: ignore[arg-type]
+    a.result(5), b.result(5)
+    # round robin: the second started long before the first ended
+    assert second.log[0][1] < first.log[-1][1]
+
+
+def test_stepwise_bulk_work_yields_to_interactive_stepwise_work(make: Make) -> None:
+    batcher = make()
+    bulk, interactive = Steps(10, seconds=0.02), Steps(5, seconds=0.02)
+    done_bulk = batcher.submit_steps(bulk, background=True)  # type: ignore[arg-type]
+    time.sleep(0.05)
+    batcher.submit_steps(interactive).result(5)  # type: ignore[arg-type]
+    assert bulk.ran < 10  # the interactive work went first once it came
+    assert done_bulk.result(5).value == 1010
+
+
+def test_the_idle_hook_runs_when_the_queue_runs_dry_not_between_batches(
+    recorder: Recorder,
+) -> None:
+    idle: list[int] = []
+    batcher: Batcher = MicroBatcher(
+        recorder,
+        max_batch=2,
+        max_wait=0.01,
+        max_queue=100,
+        on_idle=lambda: idle.append(len(recorder.calls)),
+    )
+    try:
+        recorder.gate.clear()
+        futures = [batcher.submit("k", i) for i in range(6)]  # three batches, back to back
+        assert recorder.started.wait(2)
+        recorder.gate.set()
+        for future in futures:
+            future.result(5)
+        deadline = time.monotonic() + 2
+        while not idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert idle == [3]  # once, after the last of the three batches
+        time.sleep(0.1)
+        assert idle == [3]  # and not again while nothing runs
+    finally:
+        batcher.close()

@@ -8,50 +8,46 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from service.inference.batcher import Batched
-from service.inference.engine import EngineOptions
 from service.inference.engine_pool import EnginePool
-from service.inference.image_io import DecodedImage, ImageLimits
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import BULK_NICENESS, lower_thread_priority
 from service.inference.requests import OutputSpec, Translated, TranslationRequest
-from service.store.model_store import ModelStore
 from tests.service.api.conftest import png
+from tests.service.inference.conftest import tiny_translator
 
 
 class HeldBulk(LocalTranslator):
     """A translator whose bulk decoding waits until the test lets it go on."""
 
-    def __init__(self, pool: EnginePool, **kwargs: object) -> None:
-        super().__init__(pool, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, pool: EnginePool, **kwargs: Any) -> None:
+        super().__init__(pool, **kwargs)
         self.bulk_started = threading.Event()
         self.bulk_may_run = threading.Event()
 
     def _decode_and_submit(
-        self, request: TranslationRequest, background: bool = False
-    ) -> Future[Batched[DecodedImage]]:
+        self,
+        request: TranslationRequest,
+        background: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Any:
         if background:
             self.bulk_started.set()
             self.bulk_may_run.wait(60)
-        return super()._decode_and_submit(request, background)
+        return super()._decode_and_submit(request, background, should_stop)
 
 
 @pytest.fixture
 def translator(model_store: Path) -> Iterator[HeldBulk]:
-    pool = EnginePool(ModelStore(model_store), EngineOptions(backend="onnx", device="cpu"))
-    pool.load(["tiny"])
-    held = HeldBulk(
-        pool,
-        limits=ImageLimits(),
-        max_batch=4,
+    held = tiny_translator(
+        HeldBulk,
+        model_store,
         max_wait=0.001,
-        max_queue=64,
         background_batch=1,
         codec_threads=1,  # one thread: bulk work on it would hold the interactive request
     )

@@ -30,10 +30,10 @@ FAULT = '''
     _run_chunk = attempts.run_chunk
 
 
-    def run_chunk(spec, items, translator):
+    def run_chunk(spec, items, translator, **options):
         if any(item.name.startswith("crash-") for item in items):
             raise ZeroDivisionError("injected fault")
-        return _run_chunk(spec, items, translator)
+        return _run_chunk(spec, items, translator, **options)
 
 
     attempts.run_chunk = run_chunk

@@ -38,10 +38,11 @@ def zipped(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def submit(url: str, archive: bytes) -> str:
+def submit(url: str, archive: bytes, **fields: str) -> str:
+    """A job of `archive` on the tiny model (AtoB), or on what `fields` say."""
     response = httpx.post(
         f"{url}/v1/jobs",
-        data={"model": "tiny", "direction": "AtoB"},
+        data={"model": "tiny", "direction": "AtoB", **fields},
         files={"archive": ("in.zip", archive, "application/zip")},
         timeout=120,
     )
