@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     """images per multipart translate request"""
     max_inflight: Annotated[int, Field(ge=1)] = 1024
     """requests the API holds at once before answering 503"""
+    max_inflight_bytes: Annotated[int, Field(ge=1)] = 2**30
+    """bytes of request bodies the API holds in memory at once before answering 503 (bulk-job
+    uploads, which go to disk, are exempt)"""
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """seconds an interactive request may take before 504"""
     log_format: LogFormat = "json"

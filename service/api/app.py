@@ -160,6 +160,7 @@ def create_app(
         metrics=state.metrics,
         max_inflight=settings.max_inflight,
         max_request_bytes=settings.max_request_bytes,
+        max_inflight_bytes=settings.max_inflight_bytes,
         body_limits={"/v1/jobs": settings.max_job_bytes},
     )
     return app

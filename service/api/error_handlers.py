@@ -20,12 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route, get_route_path
 
 from models.validation import ValidationErrors, describe_validation_error, problems
-from service.errors import ANSWERS, answer_for
+from service.errors import ANSWERS, RETRY_AFTER_S, answer_for
 
 __all__ = [
     "AllowedMethods",
     "ApiError",
     "RequestTooLarge",
+    "UploadsInFlightFull",
     "install_error_handlers",
     "to_api_error",
 ]
@@ -56,6 +57,13 @@ class ApiError(Exception):
 class RequestTooLarge(ApiError):
     def __init__(self, message: str) -> None:
         super().__init__(413, "too_large", message)
+
+
+class UploadsInFlightFull(ApiError):
+    """The request bodies held in memory at once reached UNPAIRED_MAX_INFLIGHT_BYTES."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "overloaded", message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def to_api_error(exc: Exception) -> ApiError:

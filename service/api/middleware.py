@@ -8,6 +8,9 @@ A plain ASGI middleware (no per-request task or body copy): it
   already being handled, so a burst costs bounded memory;
 - refuses a body larger than ``max_request_bytes``: from ``Content-Length`` before reading,
   and while streaming for chunked uploads (the request handler sees :class:`RequestTooLarge`);
+- refuses a body (503 ``overloaded``, ``Retry-After``) when the bodies held in memory at once
+  would exceed ``max_inflight_bytes``, so many large uploads at once cannot exhaust memory
+  before their images reach the memory budget (job uploads, which go to disk, are exempt);
 - counts requests and latencies by route template, and writes one JSON access-log line with
   the fields the handlers recorded in ``scope["state"]["log"]``.
 """
@@ -19,11 +22,12 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.error_handlers import RequestTooLarge
+from service.api.error_handlers import RequestTooLarge, UploadsInFlightFull
 from service.api.metrics import Metrics
 from service.errors import RETRY_AFTER_S
 
@@ -51,6 +55,7 @@ class ServiceMiddleware:
         metrics: Metrics,
         max_inflight: int,
         max_request_bytes: int,
+        max_inflight_bytes: int | None = None,
         body_limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
@@ -58,7 +63,9 @@ class ServiceMiddleware:
         self.max_inflight = max_inflight
         self.max_request_bytes = max_request_bytes
         self.body_limits = body_limits or {}  # exact path -> its own limit (job uploads)
+        self.max_inflight_bytes = max_inflight_bytes
         self.inflight = 0
+        self.inflight_bytes = 0  # of bodies in memory (paths with their own limit exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,6 +89,7 @@ class ServiceMiddleware:
             await send(message)
 
         limited = scope["path"] not in _UNLIMITED
+        held = _Held(counted=scope["path"] not in self.body_limits)
         self.inflight += 1
         self.metrics.in_flight.inc()
         try:
@@ -91,8 +99,10 @@ class ServiceMiddleware:
                 status, code, message, extra = refusal
                 await _send_json(send_with_id, status, code, message, request_id, extra)
             else:
-                await self.app(scope, self._limited_receive(receive, limit), send_with_id)
+                receiving = self._limited_receive(receive, limit, held)
+                await self.app(scope, receiving, send_with_id)
         finally:
+            self.inflight_bytes -= held.bytes
             self.inflight -= 1
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
@@ -124,7 +134,7 @@ class ServiceMiddleware:
                 503,
                 "overloaded",
                 f"the server is handling {self.max_inflight} requests; retry shortly",
-                [(b"retry-after", str(RETRY_AFTER_S).encode())],
+                _RETRY,
             )
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -134,21 +144,51 @@ class ServiceMiddleware:
                 f"the request body is {length} bytes; the limit is {limit}",
                 [(b"connection", b"close")],
             )
+        counted = scope["path"] not in self.body_limits
+        if counted and length is not None and length.isdigit() and self._over(int(length)):
+            return (503, "overloaded", self._bytes_message(), _RETRY)
         return None
 
-    def _limited_receive(self, receive: Receive, limit: int) -> Receive:
+    def _over(self, more: int) -> bool:
+        cap = self.max_inflight_bytes
+        return cap is not None and self.inflight_bytes + more > cap
+
+    def _bytes_message(self) -> str:
+        return (
+            f"the server holds {self.inflight_bytes} bytes of uploads (the limit is "
+            f"{self.max_inflight_bytes}); retry shortly"
+        )
+
+    def _limited_receive(self, receive: Receive, limit: int, held: _Held) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
                 if received > limit:
                     raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+                if held.counted:
+                    if self._over(size):
+                        raise UploadsInFlightFull(self._bytes_message())
+                    held.bytes += size
+                    self.inflight_bytes += size
             return message
 
         return limited_receive
+
+
+@dataclass
+class _Held:
+    """One request's body bytes counted against ``max_inflight_bytes``."""
+
+    counted: bool
+    bytes: int = 0
+
+
+_RETRY: Final = [(b"retry-after", str(RETRY_AFTER_S).encode())]
 
 
 async def _send_json(
