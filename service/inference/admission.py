@@ -47,7 +47,7 @@ ACTIVATION_BYTES_PER_CHANNEL: Final = 20
 _BATCH_FLOAT_BYTES: Final = 24
 #: Rows of tiles whose float sums the blender holds at most, and bytes a pixel of them.
 _BAND_TILE_ROWS: Final = 2
-_BAND_BYTES_PER_PIXEL: Final = 16 * 2  # sums (12) + weights (4), and the copy when rows drop
+_BAND_BYTES_PER_PIXEL: Final = 16 * 2  # sums (12) + weights (4), doubled: emitting, headroom
 
 
 def working_bytes(
