@@ -43,6 +43,7 @@ __all__ = [
     "StoreError",
     "UnsupportedFormat",
     "UnsupportedMode",
+    "WorkDropped",
     "WorkerError",
     "answer_for",
     "from_message",
@@ -95,6 +96,11 @@ class QueueFull(Exception):
 
 class OverBudget(QueueFull):
     """The images in flight already hold this process's memory budget; try again shortly."""
+
+
+class WorkDropped(RuntimeError):
+    """Bulk work nobody wants any more (its job was cancelled) was dropped before it was done:
+    the image is neither done nor failed, like those of the job's chunks that never started."""
 
 
 class DeadlineExceeded(TimeoutError):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from service.errors import ImageTooLarge, OverBudget
+from service.errors import ImageTooLarge, OverBudget, WorkDropped
 
 __all__ = [
     "ACTIVATION_BYTES_PER_CHANNEL",
@@ -176,13 +176,13 @@ class MemoryBudget:
         should_stop: Callable[[], bool] | None = None,
         poll_s: float = 0.5,
     ) -> Reservation:
-        """Wait until it fits (bulk work); raises :class:`OverBudget` if ``should_stop()``
+        """Wait until it fits (bulk work); raises :class:`WorkDropped` if ``should_stop()``
         says nobody waits any more, :class:`ImageTooLarge` when it could never fit."""
         self._check_fits_ever(nbytes, large=large, what=what)
         with self._cond:
             while not self._fits(nbytes, large):
                 if should_stop is not None and should_stop():
-                    raise OverBudget(f"{what} was still waiting for memory when it was dropped")
+                    raise WorkDropped(f"{what} was still waiting for memory when it was dropped")
                 self._cond.wait(poll_s)
             return self._take(nbytes, large)
 

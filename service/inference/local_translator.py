@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Final
 
-from service.errors import BatcherClosed, DeadlineExceeded
+from service.errors import BatcherClosed, DeadlineExceeded, WorkDropped
 from service.inference import image_io
 from service.inference.admission import MemoryBudget, Reservation, default_budget_bytes
 from service.inference.batcher import Batched, MicroBatcher
@@ -233,7 +233,7 @@ class LocalTranslator:
     ) -> None:
         try:
             if should_stop is not None and should_stop():
-                raise DeadlineExceeded("the job was stopped before this image started")
+                raise WorkDropped("the job was stopped before this image started")
             submitted = self._decode_and_submit(request, True, should_stop)
         except Exception as exc:
             outcome.set_exception(exc)
@@ -341,7 +341,7 @@ def _abandon(decoding: Future[_Submitted]) -> None:
 def _batched(future: Future[Batched[DecodedImage]]) -> Batched[DecodedImage]:
     """A done batcher future's result; a cancelled one as the error it was cancelled for."""
     if future.cancelled():
-        raise DeadlineExceeded("the job was stopped before this image was translated")
+        raise WorkDropped("the job was stopped before this image was translated")
     return future.result()
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 
-from service.errors import BatcherClosed
+from service.errors import BatcherClosed, WorkDropped
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import lower_thread_priority
 from service.inference.requests import OutputSpec, Translated, TranslationRequest
@@ -75,6 +75,8 @@ def run_chunk(
             raise TransientChunkError("the worker is shutting down")
         done: list[tuple[Item, Translated]] = []
         for (item, _), result in zip(ready, results, strict=True):
+            if isinstance(result, WorkDropped):
+                continue  # the job was cancelled: neither done nor failed
             if isinstance(result, Exception):
                 failed.append(ItemError(item.name, _describe(result)))
             else:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.errors import ImageTooLarge, OverBudget, QueueFull, answer_for
+from service.errors import ImageTooLarge, OverBudget, QueueFull, WorkDropped, answer_for
 from service.inference.admission import MemoryBudget, working_bytes
 
 MB = 2**20
@@ -72,7 +72,7 @@ def test_bulk_work_waits_for_room_and_gives_up_when_told_to() -> None:
     held.release()
     waiter.join(2)
     assert got and budget.used == 50 * MB
-    with pytest.raises(OverBudget, match="dropped"):
+    with pytest.raises(WorkDropped, match="dropped"):
         budget.reserve(60 * MB, large=False, should_stop=lambda: True, poll_s=0.01)
 
 
