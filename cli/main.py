@@ -63,10 +63,10 @@ def settings_show(
         for name, value in settings
     }
     if settings.memory_budget_mb is None:  # say what the default comes to on this machine
-        from service.inference.admission import default_budget_bytes
+        from service.inference.admission import budget_bytes
 
         values[variable("memory_budget_mb")] = (
-            f"{default_budget_bytes() // 2**20} (default: half the memory available now)"
+            f"{budget_bytes(settings) // 2**20} (default: half the memory available now)"
         )
     if as_json:
         print_json(values)

@@ -42,9 +42,6 @@ def build_run_generator(cfg: TrainConfig) -> nn.Module:
 
 
 def build_networks(cfg: TrainConfig) -> Networks:
-    def generator() -> nn.Module:
-        return build_run_generator(cfg)
-
     def discriminator() -> nn.Module:
         return build_discriminator(
             cfg.discriminator,
@@ -55,7 +52,12 @@ def build_networks(cfg: TrainConfig) -> Networks:
             init_gain=cfg.init_gain,
         )
 
-    return Networks(G=generator(), F=generator(), D_X=discriminator(), D_Y=discriminator())
+    return Networks(
+        G=build_run_generator(cfg),
+        F=build_run_generator(cfg),
+        D_X=discriminator(),
+        D_Y=discriminator(),
+    )
 
 
 class GeneratorPair(nn.Module):

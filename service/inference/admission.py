@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from service.errors import ImageTooLarge, OverBudget, WorkDropped
+from service.settings import Settings
 
 __all__ = [
     "ACTIVATION_BYTES_PER_CHANNEL",
     "MemoryBudget",
     "Reservation",
+    "budget_bytes",
     "default_budget_bytes",
     "return_freed_memory",
     "working_bytes",
@@ -264,6 +266,13 @@ def default_budget_bytes() -> int:
     """Half the memory available now (an image that needs more is refused with a 413 that
     names the budget, rather than admitted to run the machine out of memory)."""
     return max(int(_available_bytes() * DEFAULT_SHARE), 1)
+
+
+def budget_bytes(settings: Settings) -> int:
+    """The budget `settings` give this process: UNPAIRED_MEMORY_BUDGET_MB, else the default."""
+    if settings.memory_budget_mb is not None:
+        return settings.memory_budget_mb * 2**20
+    return default_budget_bytes()
 
 
 _LIBC: Final = ctypes.util.find_library("c")

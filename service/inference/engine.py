@@ -52,6 +52,9 @@ _CPU_TILE_BATCH: Final = 2
 #: once the engine is idle: what small images need stays cached.
 _ARENA_KEEP_PIXELS: Final = 2**18
 
+#: Side of the small runs that warm an engine and shrink its runtime's arena.
+_SMALL_SIDE: Final = 64
+
 #: Full-resolution channels assumed for an imported graph (no architecture): the paper's ngf.
 _UNKNOWN_WIDTH: Final = 64
 
@@ -430,11 +433,11 @@ class Engine:
         rgb: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):
-            height, width = image.rgb.shape[:2]
-            if height * width > self.options.max_untiled_pixels:
+            shape = self.batch_shape(image.height, image.width)
+            if shape is None:
                 rgb[index] = self.start_tiled(image).run_to_end().rgb
             else:
-                groups[self._padded(height, width)].append(index)
+                groups[shape].append(index)
         size = self.options.max_batch
         largest_call = 0  # pixels
         for (height, width), members in groups.items():
@@ -469,9 +472,15 @@ class Engine:
 
     def release_memory(self) -> None:
         """Give back what the runtime cached for a large call (see Runner.release_memory)."""
+        self.runner.release_memory(np.zeros((1, 3, *self.small_shape), np.float32))
+
+    @property
+    def small_shape(self) -> tuple[int, int]:
+        """A small (height, width) the network accepts: warm-up and arena-shrinking runs."""
         rules = self.manifest.input
-        shape = tiling.padded_shape(64, 64, multiple=rules.multiple, min_side=rules.min_side)
-        self.runner.release_memory(np.zeros((1, 3, *shape), np.float32))
+        return tiling.padded_shape(
+            _SMALL_SIDE, _SMALL_SIDE, multiple=rules.multiple, min_side=rules.min_side
+        )
 
     def translate_each(self, images: Sequence[DecodedImage]) -> list[DecodedImage | Exception]:
         """:meth:`translate`, but an image that fails costs only its own result.
@@ -494,7 +503,7 @@ class Engine:
     def working_bytes(self, height: int, width: int) -> int:
         """Peak memory translating one image of this size costs (see admission)."""
         architecture = self.manifest.architecture
-        tiled = height * width > self.options.max_untiled_pixels
+        tiled = self.batch_shape(height, width) is None
         return admission.working_bytes(
             height,
             width,

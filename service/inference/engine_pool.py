@@ -22,8 +22,6 @@ __all__ = ["EnginePool"]
 
 log = logging.getLogger(__name__)
 
-_WARM_SIDE = 64  # one small image per engine: sessions allocate and optimise on first run
-
 
 class EnginePool:
     """Engines by (model name, direction); thread-safe."""
@@ -89,7 +87,4 @@ class EnginePool:
 
 def warm(engine: Engine) -> None:
     """One small image through the engine, so the first request does not pay for setup."""
-    rules = engine.manifest.input
-    side = max(_WARM_SIDE, rules.min_side)
-    side += -side % rules.multiple
-    engine.translate([DecodedImage(rgb=np.zeros((side, side, 3), np.uint8))])
+    engine.translate([DecodedImage(rgb=np.zeros((*engine.small_shape, 3), np.uint8))])

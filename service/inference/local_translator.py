@@ -20,7 +20,12 @@ from typing import Final
 
 from service.errors import BatcherClosed, DeadlineExceeded, WorkDropped
 from service.inference import image_io
-from service.inference.admission import MemoryBudget, Reservation, default_budget_bytes
+from service.inference.admission import (
+    MemoryBudget,
+    Reservation,
+    budget_bytes,
+    default_budget_bytes,
+)
 from service.inference.batcher import Batched, MicroBatcher
 from service.inference.engine import EngineOptions
 from service.inference.engine_pool import EnginePool
@@ -88,15 +93,10 @@ class LocalTranslator:
         store = ModelStore(settings.store, cache_dir=settings.cache_dir)
         pool = EnginePool(store, EngineOptions.from_settings(settings))
         pool.load(settings.models)
-        capacity = (
-            settings.memory_budget_mb * 2**20
-            if settings.memory_budget_mb is not None
-            else default_budget_bytes()
-        )
         return cls(
             pool,
             limits=ImageLimits.from_settings(settings),
-            budget=MemoryBudget(capacity, large_share=settings.large_image_share),
+            budget=MemoryBudget(budget_bytes(settings), large_share=settings.large_image_share),
             max_batch=settings.max_batch,
             max_wait=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,

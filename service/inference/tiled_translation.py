@@ -120,10 +120,9 @@ class TiledTranslation:
             raise ValueError(f"the network returned {outputs.shape} for tiles of {batch.shape}")
         for t, out in zip(chunk, outputs, strict=True):
             self._blender.add(t, out)
-        self._next += 1
-        following = self._batches[self._next][0].y if not self.done else self._blender.height
-        self._blender.flush(following)
+        self._next += 1  # rows above each tile were flushed as it was added (RowBlender.add)
         if self.done:
+            self._blender.flush(self._blender.height)
             self._rgb = None  # the input is not needed any more: free it before encoding
             if self._on_finish is not None:
                 self._on_finish()

@@ -296,8 +296,7 @@ def translate_tiled(
     blender = RowBlender(
         channels, height, width, overlap=overlap, emit=emit, tile_height=tiles[0].height
     )
-    batches = tile_batches(tiles, max_batch)
-    for index, chunk in enumerate(batches):
+    for chunk in tile_batches(tiles, max_batch):
         batch = np.stack(
             [image[:, t.y : t.y + t.height, t.x : t.x + t.width] for t in chunk]
         ).astype(np.float32, copy=False)  # (N, C, th, tw)
@@ -307,8 +306,8 @@ def translate_tiled(
                 f"run must return its input's shape {batch.shape}, got {outputs.shape}"
             )
         for t, out in zip(chunk, outputs, strict=True):
-            blender.add(t, out)
-        blender.flush(batches[index + 1][0].y if index + 1 < len(batches) else height)
+            blender.add(t, out)  # emits the rows above each tile as it comes
+    blender.flush(height)
     return result
 
 

@@ -15,39 +15,15 @@ from typing import Any
 import pytest
 
 from service.errors import WorkDropped
-from service.inference.engine_pool import EnginePool
-from service.inference.local_translator import LocalTranslator
 from service.inference.requests import OutputSpec, TranslationRequest
 from tests.service.api.conftest import png
-from tests.service.inference.conftest import tiny_translator
-
-
-class SlowDecode(LocalTranslator):
-    """Decoding waits for the test; what it queued is kept for the test to look at."""
-
-    def __init__(self, pool: EnginePool, **kwargs: Any) -> None:
-        super().__init__(pool, **kwargs)
-        self.decoding = threading.Event()
-        self.may_finish = threading.Event()
-        self.queued: list[Any] = []
-
-    def _decode_and_submit(
-        self,
-        request: TranslationRequest,
-        background: bool = False,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Any:
-        self.decoding.set()
-        self.may_finish.wait(30)
-        submitted = super()._decode_and_submit(request, background, should_stop)
-        self.queued.append(submitted.future)
-        return submitted
+from tests.service.inference.conftest import HeldDecode, tiny_translator
 
 
 @pytest.fixture
-def translator(model_store: Path) -> Iterator[SlowDecode]:
+def translator(model_store: Path) -> Iterator[HeldDecode]:
     # the item waits in the queue long enough to be seen cancelled
-    slow = tiny_translator(SlowDecode, model_store, max_wait=2.0)
+    slow = tiny_translator(HeldDecode, model_store, max_wait=2.0)
     yield slow
     slow.may_finish.set()
     slow.close_blocking()
@@ -74,7 +50,7 @@ def _until(condition: Callable[[], bool], timeout: float = 5) -> bool:
 
 
 def test_a_caller_cancelled_while_decoding_leaves_no_work_behind(
-    translator: SlowDecode,
+    translator: HeldDecode,
 ) -> None:
     async def hang_up() -> None:
         task = asyncio.ensure_future(translator.translate(_request()))
@@ -91,7 +67,7 @@ def test_a_caller_cancelled_while_decoding_leaves_no_work_behind(
 
 
 def test_a_bulk_chunk_stopped_while_an_image_decodes_drops_that_image(
-    translator: SlowDecode,
+    translator: HeldDecode,
 ) -> None:
     stop = threading.Event()
     results: list[Any] = []

@@ -8,38 +8,21 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from service.inference.engine_pool import EnginePool
-from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import BULK_NICENESS, lower_thread_priority
 from service.inference.requests import OutputSpec, Translated, TranslationRequest
 from tests.service.api.conftest import png
-from tests.service.inference.conftest import tiny_translator
+from tests.service.inference.conftest import HeldDecode, tiny_translator
 
 
-class HeldBulk(LocalTranslator):
-    """A translator whose bulk decoding waits until the test lets it go on."""
+class HeldBulk(HeldDecode):
+    """Bulk decoding waits until the test lets it go on; interactive decoding does not."""
 
-    def __init__(self, pool: EnginePool, **kwargs: Any) -> None:
-        super().__init__(pool, **kwargs)
-        self.bulk_started = threading.Event()
-        self.bulk_may_run = threading.Event()
-
-    def _decode_and_submit(
-        self,
-        request: TranslationRequest,
-        background: bool = False,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Any:
-        if background:
-            self.bulk_started.set()
-            self.bulk_may_run.wait(60)
-        return super()._decode_and_submit(request, background, should_stop)
+    bulk_only = True
 
 
 @pytest.fixture
@@ -52,7 +35,7 @@ def translator(model_store: Path) -> Iterator[HeldBulk]:
         codec_threads=1,  # one thread: bulk work on it would hold the interactive request
     )
     yield held
-    held.bulk_may_run.set()
+    held.may_finish.set()
     held.close_blocking()
 
 
@@ -74,20 +57,20 @@ def test_an_interactive_request_is_answered_while_a_bulk_chunk_waits(
     bulk: list[Translated | Exception] = []
     runner = threading.Thread(target=lambda: bulk.extend(translator.translate_background(chunk)))
     runner.start()
-    assert translator.bulk_started.wait(30)
+    assert translator.decoding.wait(30)
 
     answer = asyncio.run(asyncio.wait_for(translator.translate(request(100)), timeout=30))
 
     assert answer.data.startswith(b"\x89PNG") and answer.batch_size == 1
     assert runner.is_alive() and not bulk  # the bulk chunk is still being decoded
-    translator.bulk_may_run.set()
+    translator.may_finish.set()
     runner.join(60)
     assert len(bulk) == len(chunk)
     assert all(isinstance(result, Translated) for result in bulk), bulk
 
 
 def test_a_bad_image_in_a_bulk_chunk_fails_only_itself(translator: HeldBulk) -> None:
-    translator.bulk_may_run.set()
+    translator.may_finish.set()
     broken = TranslationRequest(
         model="tiny",
         direction="AtoB",
@@ -102,7 +85,7 @@ def test_a_bad_image_in_a_bulk_chunk_fails_only_itself(translator: HeldBulk) -> 
 
 
 def test_bulk_threads_run_at_a_lower_priority(translator: HeldBulk) -> None:
-    translator.bulk_may_run.set()
+    translator.may_finish.set()
     translator.translate_background([request(0), request(1)])
     asyncio.run(translator.translate(request(2)))
     by_name = {thread.name: thread for thread in threading.enumerate()}
