@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from bench.harness import MODEL, cpu_name, err, export_bench_model, report_json
+from bench.harness import MODEL, cpu_name, err, export_bench_model, pick, report_json
 from service.errors import EngineError
 from service.inference.engine import Engine, EngineOptions
 from service.store.model_store import ModelStore, StoredModel
@@ -40,6 +40,7 @@ from service.store.model_store import ModelStore, StoredModel
 
 @dataclass(frozen=True)
 class Config:
+    key: str  # what --configs names it by
     label: str
     options: EngineOptions
     warmup: int = 1
@@ -48,6 +49,7 @@ class Config:
 def configs(device: Literal["cpu", "cuda"], threads: int | None) -> list[Config]:
     """The reference first, then what this device can run."""
     reference = Config(
+        "reference",
         "torch eager fp32 (reference)",
         EngineOptions(
             backend="torch", device=device, precision="fp32", channels_last=False, threads=threads
@@ -57,27 +59,32 @@ def configs(device: Literal["cpu", "cuda"], threads: int | None) -> list[Config]
         return [
             reference,
             Config(
+                "torch",
                 "torch fp32",
                 EngineOptions(backend="torch", device="cpu", precision="fp32", threads=threads),
             ),
             Config(
+                "ort",
                 "onnxruntime fp32",
                 EngineOptions(backend="onnx", device="cpu", precision="fp32", threads=threads),
             ),
             Config(
+                "ort-int8",
                 "onnxruntime int8",
                 EngineOptions(backend="onnx", device="cpu", precision="int8", threads=threads),
             ),
         ]
     out = [
         reference,
-        Config("torch fp16 channels_last", EngineOptions(backend="torch", device="cuda")),
+        Config("fp16", "torch fp16 channels_last", EngineOptions(backend="torch", device="cuda")),
         Config(
+            "compile",
             "torch fp16 channels_last compile",
             EngineOptions(backend="torch", device="cuda", compile=True),
             warmup=3,
         ),
         Config(
+            "cudagraphs",
             "torch fp16 channels_last compile+cudagraphs",
             EngineOptions(backend="torch", device="cuda", compile=True, cuda_graphs=True),
             warmup=3,
@@ -86,8 +93,17 @@ def configs(device: Literal["cpu", "cuda"], threads: int | None) -> list[Config]
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        out.append(Config("onnxruntime CUDA fp16", EngineOptions(backend="onnx", device="cuda")))
+        out.append(
+            Config(
+                "ort-cuda", "onnxruntime CUDA fp16", EngineOptions(backend="onnx", device="cuda")
+            )
+        )
     return out
+
+
+def chosen_configs(device: Literal["cpu", "cuda"], args: argparse.Namespace) -> list[Config]:
+    """This device's configurations, only those --configs names (by key) if it names any."""
+    return pick(configs(device, args.threads), args.configs, "--configs")
 
 
 def _sync(device: str) -> None:
@@ -211,7 +227,7 @@ def run_models(
                 else None,
             }
         )
-        for order, config in enumerate(configs(device, args.threads)):
+        for order, config in enumerate(chosen_configs(device, args)):
             if "reference" in config.label:
                 continue  # the models are compared with each other
             labels = {"model": name}
@@ -286,6 +302,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="skip longer cells (s)")
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument(
+        "--configs",
+        default=None,
+        help="only these, comma-separated: reference, torch, ort, ort-int8 (CPU); reference, "
+        "fp16, compile, cudagraphs, ort-cuda (CUDA); default: all",
+    )
+    parser.add_argument(
         "--model",
         action="append",
         default=[],
@@ -315,7 +337,7 @@ def main() -> None:
             export_bench_model(folder, "resnet_9blocks", args.ngf, fp16=True, int8=device == "cpu")
         )
         model = store.open(MODEL)
-        for config in configs(device, args.threads):
+        for config in chosen_configs(device, args):
             rows += measure_cells(model, "AtoB", config, sizes, batches, args)
 
     measured = [r for r in rows if "images_per_s" in r]

@@ -30,9 +30,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="store folder to export into (new names)")
+    parser.add_argument("--no-int8", action="store_true", help="no int8 graphs (GPU runs)")
     args = parser.parse_args()
     # no fidelity floor for int8: a random-weight network is far more sensitive to it
-    options = ExportOptions(tiled=False, int8=True, int8_min_psnr=0.0)
+    options = ExportOptions(tiled=False, int8=not args.no_int8, int8_min_psnr=0.0)
     for name, generator, ngf in MODELS:
         torch.manual_seed(0)
         net = build_generator(generator, ngf=ngf).eval()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 import numpy as np
@@ -37,8 +37,31 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "bench"
+IDENTITY = "identity"  # the generator name of a graph that costs nothing (export_bench_model)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+class _HasKey(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+Keyed = TypeVar("Keyed", bound=_HasKey)
+
+
+def pick(available: Sequence[Keyed], keys: str | None, option: str) -> list[Keyed]:
+    """The items named (comma-separated, by `.key`) in `keys`, in their own order; all of them
+    when `keys` is empty. An unknown name stops the benchmark, listing the choices."""
+    if not keys:
+        return list(available)
+    wanted = keys.split(",")
+    unknown = set(wanted) - {item.key for item in available}
+    if unknown:
+        choices = ", ".join(item.key for item in available)
+        raise SystemExit(f"{option}: no {sorted(unknown)} here; choose from {choices}")
+    return [item for item in available if item.key in wanted]
 
 
 def cpu_name() -> str:
@@ -61,7 +84,10 @@ def export_bench_model(
     model `bench` (AtoB) into the store at `folder`; returns `folder`. With `int8`, also the
     statically quantized graph, with no fidelity floor: a random-init network is far more
     sensitive to quantization than a trained one. With `tiled`, the graph large images are
-    tiled with (shared statistics)."""
+    tiled with (shared statistics). Generator `identity`: a graph that costs nothing
+    (`identity_model`), to measure what serving costs around the network."""
+    if generator == IDENTITY:
+        return identity_model(folder)
     import torch
 
     from models import build_generator
@@ -76,9 +102,33 @@ def export_bench_model(
     return folder
 
 
-def photo_crops(size: int) -> list[bytes]:
-    """16 PNGs: four square crops (centre, two corners, a zoom) of four real photos that ship
-    with scikit-image, resized to `size`."""
+def identity_model(folder: Path) -> Path:
+    """Model `bench` whose graph returns its input (one ONNX Identity node), published the way a
+    user publishes any ONNX graph (`unpaired export --from-onnx`); returns `folder`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from training.onnx_import import import_onnx
+
+    shape: list[str | int | None] = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["translated"])],
+        "identity",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("translated", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = folder / "identity.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, source)
+    import_onnx({"AtoB": source}, folder / MODEL, name=MODEL)
+    source.unlink()
+    return folder
+
+
+def photo_crops(size: int, image_format: str = "PNG") -> list[bytes]:
+    """16 PNGs (or JPEGs, quality 90): four square crops (centre, two corners, a zoom) of four
+    real photos that ship with scikit-image, resized to `size`."""
     import skimage.data
     from PIL import Image
 
@@ -96,7 +146,9 @@ def photo_crops(size: int) -> list[bytes]:
         for x, y, side in boxes:
             crop = Image.fromarray(rgb[y : y + side, x : x + side])
             buffer = io.BytesIO()
-            crop.resize((size, size), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+            resized = crop.resize((size, size), Image.Resampling.LANCZOS)
+            quality = {"quality": 90} if image_format == "JPEG" else {}
+            resized.save(buffer, format=image_format, **quality)
             out.append(buffer.getvalue())
     return out
 
@@ -109,16 +161,28 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG (its IHDR) or a JPEG (its frame header, read by Pillow without
+    decoding), or None if `data` is neither."""
+    if data[:2] == JPEG_SIGNATURE:
+        from PIL import Image
+
+        with suppress(Exception), Image.open(io.BytesIO(data)) as image:
+            return image.size
+        return None
+    return png_size(data)
+
+
 def png_problem(data: bytes, size: tuple[int, int]) -> str | None:
-    """None when `data` is a PNG of `size`; else what is wrong with it."""
-    got = png_size(data)
+    """None when `data` is a PNG (or a JPEG) of `size`; else what is wrong with it."""
+    got = image_size(data)
     if got is None:
-        return "not a PNG"
+        return "not a PNG or JPEG"
     return None if got == size else f"wrong size {got[0]}x{got[1]}"
 
 
 def answer_problem(response: httpx.Response, size: tuple[int, int]) -> str | None:
-    """None for a 200 PNG of the input's size; else what is wrong with the answer
+    """None for a 200 PNG (or JPEG) of the input's size; else what is wrong with the answer
     (`HTTP 503 overloaded`, `not a PNG`, `wrong size 64x60`)."""
     if response.status_code != 200:
         problem = f"HTTP {response.status_code}"
@@ -179,8 +243,19 @@ class Child:
             )
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far (threads included)."""
-        return process_cpu_seconds(self.popen.pid)
+        """User + system CPU time so far (threads and child processes included: the API
+        processes of `serve --processes N`)."""
+        return sum(process_cpu_seconds(pid) for pid in self.pids())
+
+    def pids(self) -> list[int]:
+        """This process and its descendants."""
+        import psutil
+
+        try:
+            children = psutil.Process(self.popen.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return [self.popen.pid]
+        return [self.popen.pid, *(c.pid for c in children)]
 
     def rss_mib(self) -> float:
         """Resident memory now (VmRSS), in MiB."""
@@ -306,10 +381,11 @@ class Service:
 
 @contextmanager
 def running_service(
-    workers: int, settings: Mapping[str, object], folder: Path
+    workers: int, settings: Mapping[str, object], folder: Path, api_processes: int = 1
 ) -> Iterator[Service]:
     """`unpaired serve` on a free port, ready: embedded with `workers` = 0, else distributed
-    with that many `unpaired worker`s on a private redis-server (never the shared one).
+    with that many `unpaired worker`s on a private redis-server (never the shared one), and
+    `api_processes` API processes (`serve --processes`).
     Everything is stopped on the way out (SIGTERM, then kill), also on an error or Ctrl-C."""
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:  # unwinds in reverse: server, then workers, then redis
@@ -326,12 +402,94 @@ def running_service(
             stack.callback(stop_all, started)
         port = free_port()
         server = unpaired(
-            ["serve", "--port", str(port)], service_env(settings), folder / "server.log"
+            ["serve", "--port", str(port), "--processes", str(api_processes)],
+            service_env(settings),
+            folder / "server.log",
         )
         stack.callback(stop_all, [server])
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, [server, *started], workers=workers)
         yield Service(url, [server, *started])
+
+
+class Profile:
+    """py-spy sampling every process of a service (API processes and workers, not idle
+    threads) from now until `summary()`: where serving's CPU time goes. Sampling costs CPU
+    itself, so profiled cells are not the ones to quote for speed."""
+
+    def __init__(self, service: Service, prefix: Path, rate: int = 100) -> None:
+        import shutil
+
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        self.files: list[tuple[str, Path]] = []
+        self.spies: list[subprocess.Popen[bytes]] = []
+        for index, process in enumerate(service.processes):
+            role = "api" if index == 0 else f"worker-{index}"
+            out = prefix.with_name(f"{prefix.name}-{role}.txt")
+            self.files.append((role, out))
+            argv = [spy, "record", "--pid", str(process.popen.pid), "--subprocesses",
+                    "--rate", str(rate), "--format", "raw",
+                    "--output", str(out)]  # fmt: skip
+            self.spies.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    def summary(self, top: int = 20) -> dict[str, Any]:
+        """Per process: samples, and the functions most often on the stack (inclusive) and
+        at its top (self), as shares of the samples."""
+        for spy in self.spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in self.spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        return {role: _stack_shares(out, top) for role, out in self.files if out.exists()}
+
+
+#: Top frames of a thread that waits: py-spy cannot always tell idle threads here (they show
+#: up parked in these), so their samples are counted as idle, not as work.
+IDLE_FRAMES = frozenset({
+    "Condition.wait (threading.py)", "Event.wait (threading.py)", "Queue.get (queue.py)",
+    "_worker (thread.py)", "Runner.run (runners.py)", "select (selectors.py)",
+    "Thread.join (threading.py)", "_wait_for_tstate_lock (threading.py)",
+})  # fmt: skip
+
+
+def _stack_shares(raw: Path, top: int) -> dict[str, Any]:
+    """py-spy's raw output (`frame;frame;... count` per line) as shares per function of the
+    samples that were working (not parked in one of IDLE_FRAMES)."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_function(frame) for frame in stack.split(";")[1:]]  # not the process's
+        if not frames or frames[-1] in IDLE_FRAMES:
+            idle += count
+            continue
+        total += count
+        for name in set(frames):
+            inclusive[name] += count
+        leaf[frames[-1]] += count
+    share = (lambda n: round(n / total, 4)) if total else (lambda n: 0.0)
+    return {
+        "samples": total,
+        "idle_samples": idle,
+        "inclusive": [[name, share(n)] for name, n in inclusive.most_common(top)],
+        "self": [[name, share(n)] for name, n in leaf.most_common(top)],
+    }
+
+
+def _function(frame: str) -> str:
+    """`translate (service/inference/engine.py:427)` -> `translate (engine.py)`."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rpartition(":")[0] or where.rstrip(")")
+    return f"{name} ({Path(path).name})" if path else name
 
 
 def report_json(result: Mapping[str, Any], out: Path | None) -> None:

@@ -62,17 +62,19 @@ import httpx
 from rich.table import Table
 
 from bench.harness import (
+    JPEG_SIGNATURE,
     MODEL,
     PHOTOS,
     ClosedLoop,
+    Profile,
     Service,
     answer_measures,
     answer_problem,
     cpu_name,
     err,
     export_bench_model,
+    image_size,
     photo_crops,
-    png_size,
     report_json,
     run_async,
     running_service,
@@ -92,6 +94,7 @@ class Mode:
     name: str
     workers: int  # 0: embedded
     batching: bool
+    api_processes: int = 1  # `unpaired serve --processes N` (distributed mode)
 
     @property
     def engine_processes(self) -> int:
@@ -105,6 +108,7 @@ MODES: dict[str, Mode] = {
         Mode("embedded-nobatch", 0, False),
         Mode("distributed-1", 1, True),
         Mode("distributed-2", 2, True),
+        Mode("distributed-1-api2", 1, True, api_processes=2),
     )
 }
 
@@ -167,7 +171,8 @@ async def drive(
     )
     path = f"/v1/models/{MODEL}/translate"
     params = {"direction": "AtoB"}
-    headers = {"Content-Type": "image/png", "Accept": "image/png"}
+    kind = "image/jpeg" if payloads[0][0][:2] == JPEG_SIGNATURE else "image/png"
+    headers = {"Content-Type": kind, "Accept": kind}
     counter = itertools.count()
     async with httpx.AsyncClient(
         base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S + 30, http1=True, http2=False
@@ -200,17 +205,22 @@ def measure_cell(
     concurrency: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    marks: dict[str, tuple[float, float]] = {}
+    marks: dict[str, tuple[float, list[float]]] = {}
 
-    def on_window(edge: str) -> None:  # CPU time of the client and of the service
-        marks[edge] = (time.process_time(), service.cpu_seconds())
+    def on_window(edge: str) -> None:  # CPU time of the client and of each service process
+        marks[edge] = (time.process_time(), [p.cpu_seconds() for p in service.processes])
 
     load = ClosedLoop(concurrency, args.warmup, args.seconds, args.requests, on_window)
     run_async(drive(service.url, payloads, load))
     row = load.summary()
     span = row["window_s"]
+    used = [end - start for start, end in zip(marks["start"][1], marks["end"][1], strict=True)]
     row["client_cores"] = round((marks["end"][0] - marks["start"][0]) / span, 2) if span else None
-    row["service_cores"] = round((marks["end"][1] - marks["start"][1]) / span, 2) if span else None
+    row["service_cores"] = round(sum(used) / span, 2) if span else None
+    answered = row["images_per_s"] * span  # the answers completed inside the window
+    if answered:  # CPU milliseconds per answer: the API process(es), then each worker
+        row["api_cpu_ms"] = round(1000 * used[0] / answered, 3)
+        row["worker_cpu_ms"] = [round(1000 * u / answered, 3) for u in used[1:]]
     if load.tags:
         row["answers_per_worker"] = dict(load.tags)
     return row
@@ -341,7 +351,9 @@ def print_report(result: dict[str, Any]) -> None:
         "errors",
         "client cores",
         "service cores",
-        title=f"served over HTTP ({result['size']}x{result['size']} PNG)",
+        "API CPU ms",
+        "worker CPU ms",
+        title=f"served over HTTP ({result['size']}x{result['size']} {result['format']})",
     )
     for r in result["rows"]:
         table.add_row(
@@ -357,8 +369,16 @@ def print_report(result: dict[str, Any]) -> None:
             str(r["errors"]) if not r["warmup_errors"] else f"{r['errors']} (+warm-up)",
             f"{r['client_cores']:.2f}" if r["client_cores"] is not None else "",
             f"{r['service_cores']:.2f}" if r["service_cores"] is not None else "",
+            f"{r['api_cpu_ms']:.2f}" if "api_cpu_ms" in r else "",
+            ", ".join(f"{ms:.2f}" for ms in r.get("worker_cpu_ms", [])),
         )
     err.print(table)
+    for r in result["rows"]:
+        for role, found in r.get("profile", {}).items():
+            err.print(f"profile {r['mode']} c={r['concurrency']} {role}: {found['samples']} "
+                      "samples; on the stack: " + ", ".join(
+                          f"{name} {share:.0%}" for name, share in found["inclusive"][:12]),
+                      highlight=False, markup=False)  # fmt: skip
     err.print(
         f"CPU: {result['cpu']} x {result['cores']} cores; engine threads per process: "
         + ", ".join(
@@ -398,7 +418,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, default=None, help="warm-up seconds per cell (default 2)"
     )
-    parser.add_argument("--generator", default="resnet_6blocks")
+    parser.add_argument(
+        "--generator",
+        default="resnet_6blocks",
+        help="or `identity`: a graph that costs nothing, to measure serving's own cost",
+    )
+    parser.add_argument("--format", default="png", choices=["png", "jpeg"], help="of requests")
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=8, help="batching on (UNPAIRED_MAX_BATCH)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="UNPAIRED_MAX_WAIT_MS")
@@ -416,6 +441,12 @@ def parse_args() -> argparse.Namespace:
         help="engine reference per row (default --seconds)",
     )
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sample every service process with py-spy during each cell; raw stacks here",
+    )
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy server/worker logs here")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 64 px, c = 1,8, 1.5 s cells"
@@ -488,9 +519,14 @@ def measure_mode(
     """Every concurrency level of one mode, on one service started for it."""
     rows = []
     err.print(f"starting {mode.name} ...", highlight=False)
-    with running_service(mode.workers, settings, folder) as service:
+    with running_service(mode.workers, settings, folder, mode.api_processes) as service:
         for level in [int(c) for c in args.concurrency.split(",")]:
+            profile = None
+            if args.profile:
+                profile = Profile(service, args.profile / f"{mode.name}-c{level}")
             row = {"mode": mode.name, **measure_cell(service, payloads, level, args)}
+            if profile:
+                row["profile"] = profile.summary()
             row["engine_images_per_s"] = reference_rate
             row["vs_engine"] = round(row["images_per_s"] / reference_rate, 3)
             rows.append(row)
@@ -541,7 +577,8 @@ def describe_run(
         "engine_device": described,
         "model": f"{args.generator} ngf {args.ngf} (random weights)",
         "size": args.size,
-        "inputs": f"{inputs} PNG crops of skimage {', '.join(PHOTOS)}",
+        "format": args.format.upper(),
+        "inputs": f"{inputs} {args.format.upper()} crops of skimage {', '.join(PHOTOS)}",
         "settings": {
             "max_batch": args.max_batch,
             "max_wait_ms": args.max_wait_ms,
@@ -579,8 +616,8 @@ def main() -> None:
         store = ModelStore(
             export_bench_model(folder / "store", args.generator, args.ngf, fp16=fp16)
         )
-        pngs = photo_crops(args.size)
-        payloads = [(data, png_size(data) or (0, 0)) for data in pngs]
+        pngs = photo_crops(args.size, args.format.upper())
+        payloads = [(data, image_size(data) or (0, 0)) for data in pngs]
         reference = Reference(
             store, [decode_image(data) for data in pngs], args.device, args.engine_seconds
         )

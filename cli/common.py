@@ -34,12 +34,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from service.settings import SettingsError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
+    from training.distill import DistillError
     from training.export import ExportError
     from training.folder_data import DatasetError
     from training.synthetic import UnknownDatasetError
 
     return (
         ConfigError,
+        DistillError,
         DatasetError,
         CheckpointError,
         ImageDecodeError,

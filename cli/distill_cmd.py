@@ -22,8 +22,11 @@ def _run_teacher(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     from training import checkpoint as ckpt
     from training.distill import TeacherRecord
     from training.evaluate import generator_architecture, load_run_generators, translate
+    from training.networks import build_run_discriminator
 
     cfg, checkpoint, nets = load_run_generators(run_dir, torch.device("cpu"))
+    judges = {"D_Y": build_run_discriminator(cfg), "D_X": build_run_discriminator(cfg)}
+    ckpt.load_weights(checkpoint, judges)  # D_Y judges AtoB's outputs, D_X BtoA's
     multiple = input_multiple(cfg.generator)
 
     def runner(net: torch.nn.Module) -> Any:
@@ -42,6 +45,8 @@ def _run_teacher(run_dir: Path) -> tuple[Any, dict[str, Any]]:
         sha256={"weights": digest},
         architecture=generator_architecture(cfg),
         translate={d: runner(net) for d, net in nets.items()},
+        networks=nets,
+        discriminators={"AtoB": judges["D_Y"], "BtoA": judges["D_X"]},
     )
     data = {"dataset": cfg.dataset, "dataroot": cfg.dataroot, "size": cfg.size}
     return record, data
@@ -61,6 +66,15 @@ def _model_teacher(name: str, store: str | None, threads: int | None) -> tuple[A
         fail(f"model {name!r} translates one way only; distillation trains both directions")
     options = EngineOptions(device="auto", threads=threads)
     engines = {d: Engine(model, d, options) for d in manifest.directions}
+    # the torch generators, where the model carries weights (an imported ONNX graph has none)
+    networks: dict[str, Any] = {}
+    if manifest.architecture is not None:
+        from models.registry import load_generator
+
+        for direction, files in manifest.directions.items():
+            if files.weights is not None:
+                path = model.path(files.weights)
+                networks[direction] = load_generator(manifest.architecture, path).eval()
 
     def runner(engine: Engine) -> Any:
         def run(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -75,6 +89,7 @@ def _model_teacher(name: str, store: str | None, threads: int | None) -> tuple[A
         sha256={d: manifest.files[files.onnx].sha256 for d, files in manifest.directions.items()},
         architecture=manifest.architecture,
         translate={d: runner(e) for d, e in engines.items()},
+        networks=networks,
     )
     dataset = manifest.training.get("dataset")
     return record, {"dataset": dataset if isinstance(dataset, str) else None}

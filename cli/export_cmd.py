@@ -138,6 +138,10 @@ def export(
     dataset: Annotated[
         str | None, typer.Option(help="evaluate on this built-in pair; stored as metrics")
     ] = None,
+    ema: Annotated[
+        bool,
+        typer.Option("--ema/--no-ema", help="a run's generators' moving average, if it kept one"),
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="replace a model of the same name")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -163,7 +167,7 @@ def export(
             fail(f"{flag} needs {needs}")
     if (dataroot is not None or dataset is not None) and kind != "run":
         fail("--dataroot/--dataset evaluate a training run; give a RUN_DIR")
-    options = ExportOptions(fp16=fp16, int8=int8, tiled=tiled)
+    options = ExportOptions(fp16=fp16, int8=int8, tiled=tiled, ema=ema)
     about = ModelAbout(description=description, license=license_)
     common: dict[str, Any] = {
         "name": name,
@@ -231,7 +235,9 @@ def _export_run(
 
     metrics = None
     if dataroot is not None or dataset is not None:
-        metrics = evaluate_run(run_dir, dataroot=dataroot, dataset=dataset).to_dict()
+        metrics = evaluate_run(
+            run_dir, dataroot=dataroot, dataset=dataset, ema=options.ema
+        ).to_dict()
     err.print(f"exporting {run_dir} ...")
     return export_run(run_dir, folder, metrics=metrics, options=options, **common)
 

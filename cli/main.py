@@ -127,7 +127,10 @@ def datasets_make(
 def train(
     dataroot: Annotated[Path | None, typer.Option(help="folder with trainA/ and trainB/")] = None,
     dataset: Annotated[str | None, typer.Option(help="built-in synthetic pair")] = None,
-    model: Annotated[str | None, typer.Option(help="cyclegan | discogan")] = None,
+    model: Annotated[str | None, typer.Option(help="cyclegan | discogan | cut | fastcut")] = None,
+    direction: Annotated[
+        str | None, typer.Option(help="cut/fastcut: AtoB | BtoA | both (default)")
+    ] = None,
     size: Annotated[int | None, typer.Option(help="training crop side")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -164,7 +167,7 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Train a CycleGAN or DiscoGAN on a folder dataset or a built-in synthetic pair."""
+    """Train a CycleGAN, DiscoGAN, CUT or FastCUT on a folder dataset or a built-in pair."""
     from training.config import (
         ConfigError,
         check_resume_compatible,
@@ -179,6 +182,7 @@ def train(
         "dataroot": dataroot,
         "dataset": dataset,
         "model": model,
+        "direction": direction,
         "size": size,
         "max_steps": max_steps,
         "batch_size": batch_size,
@@ -267,15 +271,18 @@ def evaluate(
     ] = None,
     n_test: Annotated[int, typer.Option("--n-test", min=1)] = 200,
     device: Annotated[str, typer.Option()] = "cpu",
+    ema: Annotated[
+        bool, typer.Option("--ema/--no-ema", help="the generators' moving average, if kept")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
 ) -> None:
-    """PSNR / SSIM of G(x) against the ground truth, both directions, next to the identity
-    baseline (x itself against the truth)."""
+    """PSNR / SSIM of G(x) against the ground truth, every direction the run learned, next to
+    the identity baseline (x itself against the truth)."""
     from training.evaluate import evaluate_run
 
     with user_errors():
         result = evaluate_run(
-            run_dir, dataroot=dataroot, dataset=dataset, n_test=n_test, device=device
+            run_dir, dataroot=dataroot, dataset=dataset, n_test=n_test, device=device, ema=ema
         )
     if as_json:
         print_json(result.to_dict())
@@ -291,5 +298,5 @@ def evaluate(
             f"{s.baseline_ssim:.3f}",
             f"{s.gain_db:+.2f}",
         )
-    err.print(f"{result.run_dir} (step {result.step})")
+    err.print(f"{result.run_dir} (step {result.step}, {result.weights} weights)")
     err.print(table)

@@ -48,11 +48,24 @@ def serve(
             "redis-server when UNPAIRED_BROKER_URL is unset)",
         ),
     ] = 0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (distributed mode only: in embedded mode the "
+            "models and the bulk jobs live in the one API process)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API and the web page (embedded mode unless UNPAIRED_BROKER_URL is set)."""
     settings = _settings(host=host, port=port, store=store, models=model)
+    if processes > 1 and workers == 0 and settings.broker_url is None:
+        fail(
+            "--processes needs distributed mode (UNPAIRED_BROKER_URL or --workers N): in "
+            "embedded mode the models and the bulk jobs live in the one API process"
+        )
     if workers == 0:
-        _serve(settings)
+        _serve(settings, processes)
         return
     # uvicorn re-raises SIGTERM once it has shut down; as an exception it lets the stack below
     # stop the workers and the private Redis instead of killing this process on the spot
@@ -67,7 +80,8 @@ def serve(
         for _ in range(workers):
             process = subprocess.Popen(python_command(WORKER_COMMAND), env=env)
             stack.callback(_stop, process)
-        _serve(_settings(host=host, port=port, store=store, models=model, broker_url=broker_url))
+        settings = _settings(host=host, port=port, store=store, models=model, broker_url=broker_url)
+        _serve(settings, processes)
 
 
 class _Terminated(Exception):
@@ -99,7 +113,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def _serve(settings: Any) -> None:
+def _serve(settings: Any, processes: int = 1) -> None:
     import uvicorn
 
     from service.api.app import create_app
@@ -111,26 +125,62 @@ def _serve(settings: Any) -> None:
 
     def announce(mode: str) -> None:
         message = f"unpaired is serving ({mode} mode): web page {url} · API docs {url}docs"
-        if settings.log_format == "json":  # stderr is a log stream: every line one JSON object
-            logging.getLogger("unpaired.serve").info(message, extra={"url": url, "mode": mode})
-        else:
-            err.print(message)
+        if processes > 1:
+            message = f"unpaired starts {processes} API processes ({mode} mode): web page {url}"
+        _say(settings, message, url=url, mode=mode)
 
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,  # one JSON line per request comes from the app itself
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.request_timeout_s),
+    }
     with user_errors():
-        app = create_app(settings, on_ready=announce)
         try:
-            uvicorn.run(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,  # one JSON line per request comes from the app itself
-                server_header=False,
-                timeout_graceful_shutdown=int(settings.request_timeout_s),
-            )
+            if processes == 1:
+                uvicorn.run(create_app(settings, on_ready=announce), **options)
+            else:  # uvicorn's supervisor: each process builds its app from UNPAIRED_*
+                os.environ.update(_environment(settings))
+                announce("distributed")
+                uvicorn.run(
+                    "cli.serve_cmd:app_of_process", factory=True, workers=processes, **options
+                )
         except SystemExit as stop:  # uvicorn exits 3 when the lifespan fails
             if stop.code:
                 fail("the server did not start (see above)")
+
+
+def _environment(settings: Any) -> dict[str, str]:
+    """What the CLI's flags changed, as UNPAIRED_* for the API processes uvicorn starts."""
+    env = {"UNPAIRED_STORE": str(settings.store), "UNPAIRED_BROKER_URL": str(settings.broker_url)}
+    if settings.models:
+        env["UNPAIRED_MODELS"] = ",".join(settings.models)
+    return env
+
+
+def app_of_process() -> Any:
+    """One API process of `serve --processes N` (uvicorn imports this by name)."""
+    from service.api.app import create_app
+    from service.logs import configure_logging
+    from service.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    def announce(mode: str) -> None:
+        _say(settings, f"API process {os.getpid()} ready ({mode} mode)", mode=mode)
+
+    return create_app(settings, on_ready=announce)
+
+
+def _say(settings: Any, message: str, **fields: str) -> None:
+    """A line for the operator: a JSON log record when stderr is a log stream, else text."""
+    if settings.log_format == "json":  # every line one JSON object
+        logging.getLogger("unpaired.serve").info(message, extra=fields)
+    else:
+        err.print(message)
 
 
 def worker(

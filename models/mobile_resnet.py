@@ -10,6 +10,8 @@ the teacher's module layout outside the blocks (and its input rules: sides multi
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from models.layers import NormLayer, conv_bias, get_norm_layer
@@ -28,6 +30,14 @@ class SeparableConv2d(nn.Module):
             norm_layer(c_in),
             nn.Conv2d(c_in, c_out, 1, bias=use_bias),
         )
+
+    @property
+    def depthwise(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.conv[0])
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.conv[2])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from torch import nn
@@ -247,6 +248,18 @@ def build_from_architecture(architecture: Architecture) -> nn.Module:
         conv_bias=architecture.conv_bias,
         upsample=architecture.upsample,
     )
+
+
+def load_generator(architecture: Architecture, weights: Path) -> nn.Module:
+    """The generator a manifest describes, with its safetensors weights loaded (in train mode:
+    callers pick eval, device and precision)."""
+    from safetensors.torch import load_file
+
+    from models.checkpoint_compat import load_compatible_state_dict
+
+    net = build_from_architecture(architecture)
+    load_compatible_state_dict(net, load_file(str(weights)))
+    return net
 
 
 def input_multiple(generator: str) -> int:

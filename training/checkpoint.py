@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,60 @@ def load_optimizer_state(
         {**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]
     ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+#: An optimiser and its LR schedule, named in checkpoints by what they train (G, D, S)
+Stepper = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]
+
+
+def optimisation_state(
+    steppers: Mapping[str, Stepper], scaler: torch.amp.GradScaler
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """What exact resume needs besides weights and RNG: each optimiser (tensors, and meta as
+    `optim.NAME`), its schedule (`sched.NAME`) and the AMP scaler."""
+    tensors: dict[str, Tensor] = {}
+    meta: dict[str, Any] = {"scaler": scaler.state_dict()}
+    for name, (optimiser, schedule) in steppers.items():
+        optimiser_tensors, meta[f"optim.{name}"] = optimizer_state(name, optimiser)
+        tensors |= optimiser_tensors
+        meta[f"sched.{name}"] = schedule.state_dict()
+    return tensors, meta
+
+
+def load_optimisation_state(
+    state: TrainingState, steppers: Mapping[str, Stepper], scaler: torch.amp.GradScaler
+) -> None:
+    for name, (optimiser, schedule) in steppers.items():
+        load_optimizer_state(name, optimiser, state.tensors, state.meta[f"optim.{name}"])
+        schedule.load_state_dict(state.meta[f"sched.{name}"])
+    if state.meta.get("scaler"):
+        scaler.load_state_dict(state.meta["scaler"])
+
+
+class ResumesFromSteppers:
+    """`training_state` and `resume_from` for a trainer whose state is its weights, its named
+    steppers, the AMP scaler, the RNG and the step count (CUT, distillation)."""
+
+    scaler: torch.amp.GradScaler
+    step_count: int
+
+    def weights(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _steppers(self) -> dict[str, Stepper]:
+        raise NotImplementedError
+
+    def training_state(self) -> TrainingState:
+        tensors, meta = optimisation_state(self._steppers(), self.scaler)
+        tensors |= rng_state()
+        return TrainingState(step=self.step_count, tensors=tensors, meta=meta)
+
+    def resume_from(self, path: Path) -> None:
+        load_weights(path, self.weights())
+        state = load_state(path)
+        load_optimisation_state(state, self._steppers(), self.scaler)
+        load_rng_state(state.tensors)
+        self.step_count = state.step
 
 
 def rng_state() -> dict[str, Tensor]:

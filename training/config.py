@@ -21,7 +21,8 @@ from models.validation import Problem, describe_validation_error
 from .losses import GanMode, ReconLoss
 from .synthetic import get_pair
 
-ModelKind = Literal["cyclegan", "discogan", "distill"]
+ModelKind = Literal["cyclegan", "discogan", "cut", "fastcut", "distill"]
+Direction = Literal["AtoB", "BtoA", "both"]
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,25 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "size": 64,
         "preprocess": "resize",
     },
+    # Contrastive Unpaired Translation (Park et al. 2020) and the taesungp reference code: one
+    # generator per direction, PatchNCE on its encoder's features, no cycle, no image pool.
+    "cut": {
+        "lambda_gan": 1.0,
+        "lambda_nce": 1.0,
+        "nce_idt": True,
+        "flip_equivariance": False,
+        "pool_size": 0,
+    },
+    # FastCUT: a stronger NCE weight, no identity NCE, flip-equivariance, a shorter decay
+    # (150 + 50 epochs in the paper).
+    "fastcut": {
+        "lambda_gan": 1.0,
+        "lambda_nce": 10.0,
+        "nce_idt": False,
+        "flip_equivariance": True,
+        "pool_size": 0,
+        "decay_fraction": 0.25,
+    },
     # `unpaired distill`: a student that reproduces a teacher (GAN Compression's mobile ResNet
     # at half the width: 15x fewer MACs than ResNet-9 at width 64); no discriminator trains
     "distill": {
@@ -62,6 +82,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Fields that decide tensor shapes or the objective: a resumed run must not change them.
 ARCHITECTURE_FIELDS = (
     "model",
+    "direction",
     "generator",
     "discriminator",
     "ngf",
@@ -71,10 +92,21 @@ ARCHITECTURE_FIELDS = (
     "dropout",
     "gan_mode",
     "pool_size",
+    "nce_layers",
+    "nce_units",
 )
 # Fields a resumed run may change (everything else must match the saved config).
 RESUMABLE_OVERRIDES = frozenset(
-    {"max_steps", "checkpoint_every", "sample_every", "log_every", "num_workers", "device", "out"}
+    {
+        "max_steps",
+        "max_minutes",
+        "checkpoint_every",
+        "sample_every",
+        "log_every",
+        "num_workers",
+        "device",
+        "out",
+    }
 )
 
 
@@ -84,7 +116,14 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- what to learn ---------------------------------------------------------------------
-    model: ModelKind = Field("cyclegan", description="cyclegan, discogan or distill recipe")
+    model: ModelKind = Field(
+        "cyclegan", description="cyclegan, discogan, cut, fastcut or distill recipe"
+    )
+    direction: Direction = Field(
+        "both",
+        description="cut/fastcut: the directions to learn (both: a generator, discriminator "
+        "and projection head per direction, in one run); cyclegan and discogan learn both",
+    )
     dataroot: Path | None = Field(None, description="folder with trainA/ trainB/ (testA/ testB/)")
     dataset: str | None = Field(None, description="built-in synthetic pair, made on the fly")
     n_train: int = Field(4000, ge=1, description="samples per domain for a synthetic pair")
@@ -131,6 +170,49 @@ class TrainConfig(BaseModel):
     distill_holdout: int = Field(
         50, ge=1, description="distill: held-out images per direction to measure fidelity on"
     )
+    distill_init: Literal["auto", "teacher", "random"] = Field(
+        "auto",
+        description="distill: start the student as a pruned copy of the teacher (auto: when "
+        "both are ResNet generators and the teacher's weights are at hand)",
+    )
+    lambda_feature: float = Field(
+        0.0,
+        ge=0,
+        description="distill: weight of matching the teacher's residual-stream features "
+        "(ResNet teacher with weights; each tap's error relative to the feature's energy)",
+    )
+    lambda_gan: float = Field(
+        0.0,
+        ge=0,
+        description="cut/fastcut: the adversarial weight; distill: weight of an adversarial "
+        "term against the teacher run's own discriminators, which learn to tell the student's "
+        "outputs from the teacher's",
+    )
+    lambda_nce: float = Field(1.0, ge=0, description="cut/fastcut: PatchNCE weight")
+    nce_idt: bool = Field(
+        True, description="cut: PatchNCE also between target-domain images and G of them"
+    )
+    nce_layers: list[int] = Field(
+        [0, 4, 8, 12, 16],
+        description="cut/fastcut: positions in the generator's layer sequence whose outputs "
+        "PatchNCE compares (the paper's for ResNet generators)",
+    )
+    nce_t: float = Field(0.07, gt=0, description="cut/fastcut: PatchNCE temperature")
+    num_patches: int = Field(256, ge=1, description="cut/fastcut: patches sampled per layer")
+    nce_units: int = Field(256, ge=1, description="cut/fastcut: projection-head width")
+    flip_equivariance: bool = Field(
+        False, description="fastcut: translate mirrored inputs half the time, NCE against x"
+    )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="exponential moving average of the generators' weights (0: off; e.g. "
+        "0.999); evaluate and export use it unless --no-ema",
+    )
+    ema_start: int = Field(
+        1000, ge=0, description="steps before the average starts (until then it copies)"
+    )
 
     # --- optimisation ----------------------------------------------------------------------
     lr: float = Field(2e-4, gt=0)
@@ -144,6 +226,12 @@ class TrainConfig(BaseModel):
     decay_fraction: float = Field(0.5, ge=0, le=1, description="share of steps spent decaying")
     batch_size: int = Field(1, ge=1)
     max_steps: int = Field(10_000, ge=1, description="optimiser steps to train")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="also stop (with a checkpoint) after this many minutes of training, for "
+        "budgets in time; the learning-rate schedule still follows max_steps",
+    )
 
     # --- execution -------------------------------------------------------------------------
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -200,6 +288,17 @@ class TrainConfig(BaseModel):
         if (self.model == "distill") != (self.teacher is not None):
             raise ValueError("a teacher is given with model distill, and only then")
         return self
+
+    @model_validator(mode="after")
+    def _one_sided_models_only(self) -> TrainConfig:
+        if self.direction != "both" and self.model not in ("cut", "fastcut"):
+            raise ValueError(f"{self.model} learns both directions; direction is for cut/fastcut")
+        return self
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions the run learns: AtoB (G) and/or BtoA (F)."""
+        return ("AtoB", "BtoA") if self.direction == "both" else (self.direction,)
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TrainConfig:

@@ -27,6 +27,7 @@ from models.registry import build_from_architecture
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, load_config
+from .ema import EMA_SUFFIX
 from .folder_data import DatasetError, unaligned_test_pairs
 from .synthetic import get_pair
 
@@ -53,12 +54,14 @@ class Evaluation:
     checkpoint: str
     step: int
     directions: dict[str, DirectionScore]
+    weights: str = "raw"  # "ema": the generators' moving averages
 
     def to_dict(self) -> dict[str, object]:
         return {
             "run_dir": self.run_dir,
             "checkpoint": self.checkpoint,
             "step": self.step,
+            "weights": self.weights,
             "directions": {
                 d: {**asdict(s), "gain_db": round(s.gain_db, 4)} for d, s in self.directions.items()
             },
@@ -72,18 +75,32 @@ def generator_architecture(cfg: TrainConfig) -> Architecture:
     )
 
 
+_NET_OF = {"AtoB": "G", "BtoA": "F"}  # a run's checkpoint names its generators so
+
+
 def load_run_generators(
-    run_dir: Path, device: torch.device
+    run_dir: Path, device: torch.device, *, ema: bool = True
 ) -> tuple[TrainConfig, Path, dict[str, nn.Module]]:
-    """The run's config and its latest G (AtoB) and F (BtoA), in eval mode."""
+    """The run's config and its latest generators by direction (G: AtoB, F: BtoA; a one-sided
+    run has one), in eval mode: their moving averages where the run kept them, unless `ema` is
+    False."""
     checkpoint = ckpt.latest_checkpoint(run_dir)
     cfg = load_config(checkpoint / ckpt.CONFIG_FILE)
     architecture = generator_architecture(cfg)
-    nets = {name: build_from_architecture(architecture) for name in ("G", "F")}
-    ckpt.load_weights(checkpoint, nets)
+    suffix = EMA_SUFFIX if ema and has_ema_weights(checkpoint) else ""
+    nets = {d: build_from_architecture(architecture) for d in cfg.directions}
+    ckpt.load_weights(checkpoint, {_NET_OF[d] + suffix: net for d, net in nets.items()})
     for net in nets.values():
         net.to(device).eval()
-    return cfg, checkpoint, {"AtoB": nets["G"], "BtoA": nets["F"]}
+    return cfg, checkpoint, nets
+
+
+def has_ema_weights(checkpoint: Path) -> bool:
+    """Whether the checkpoint holds the generators' moving averages (``G_ema.*``, ``F_ema.*``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / ckpt.WEIGHTS_FILE), framework="pt") as weights:
+        return any(key.split(".")[0].endswith(EMA_SUFFIX) for key in weights.keys())  # noqa: SIM118
 
 
 @torch.inference_mode()
@@ -180,21 +197,25 @@ def evaluate_run(
     size: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    ema: bool = True,
 ) -> Evaluation:
-    """Score both directions of the run's latest checkpoint on a folder or a synthetic pair."""
+    """Score the directions of the run's latest checkpoint on a folder or a synthetic pair
+    (with its generators' moving averages where it kept them, unless `ema` is False)."""
     if (dataroot is None) == (dataset is None):
         raise DatasetError(
             "give exactly one of --dataroot (a folder) or --dataset (a built-in pair)"
         )
     dev = torch.device(device)
-    cfg, checkpoint, nets = load_run_generators(run_dir, dev)
+    cfg, checkpoint, nets = load_run_generators(run_dir, dev, ema=ema)
+    weights = "ema" if ema and has_ema_weights(checkpoint) else "raw"
     multiple = input_multiple(cfg.generator)
     scores = {}
-    for direction in DIRECTIONS:
+    for direction in nets:
         if dataroot is not None:
             pairs = folder_pairs(dataroot, direction)
         else:
             assert dataset is not None
             pairs = synthetic_pairs(dataset, direction, n=n_test, size=size or cfg.size, seed=seed)
         scores[direction] = score(pairs, nets[direction], multiple, dev)
-    return Evaluation(str(run_dir), str(checkpoint), ckpt.checkpoint_step(checkpoint), scores)
+    step = ckpt.checkpoint_step(checkpoint)
+    return Evaluation(str(run_dir), str(checkpoint), step, scores, weights)

@@ -52,7 +52,7 @@ from models.manifest import (
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
 from models.weight_import import ImportChoices, ImportedGenerator, import_generators
 
-from .evaluate import generator_architecture, load_run_generators
+from .evaluate import generator_architecture, has_ema_weights, load_run_generators
 from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
 
 __all__ = [
@@ -85,6 +85,7 @@ class ExportOptions:
     fp16_tolerance: float = 2e-2
     int8: bool = False  # also a statically quantized graph for CPU serving
     int8_min_psnr: float = 30.0  # dB against the fp32 PyTorch output on held-out images
+    ema: bool = True  # a run's generators' moving average, where the run kept one
 
 
 # --- ONNX graphs ----------------------------------------------------------------------------
@@ -469,12 +470,13 @@ def export_run(
     options: ExportOptions = ExportOptions(),
     about: ModelAbout = ModelAbout(),
 ) -> ModelManifest:
-    """Export both directions of a training run's latest checkpoint."""
-    cfg, checkpoint, nets = load_run_generators(run_dir, torch.device("cpu"))
+    """Export the directions of a training run's latest checkpoint."""
+    cfg, checkpoint, nets = load_run_generators(run_dir, torch.device("cpu"), ema=options.ema)
     training = {
         "source": "run",
         "run_dir": str(run_dir),
         "checkpoint": checkpoint.name,
+        "weights": "ema" if options.ema and has_ema_weights(checkpoint) else "raw",
         "model": cfg.model,
         "dataset": cfg.dataset or (str(cfg.dataroot) if cfg.dataroot else None),
         "size": cfg.size,

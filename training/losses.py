@@ -86,3 +86,22 @@ def reconstruction_loss(reconstructed: Tensor, original: Tensor, kind: ReconLoss
     if kind == "l1":
         return nnf.l1_loss(reconstructed, original)
     raise ValueError(f"unknown reconstruction loss {kind!r}; choose 'mse' or 'l1'")
+
+
+def patch_nce_loss(query: Tensor, key: Tensor, *, batch_size: int, temperature: float) -> Tensor:
+    """PatchNCE (Park et al. 2020): each output patch's embedding must pick out the input patch
+    at the same position among all the patches of the same image (InfoNCE, temperature-scaled
+    cosine similarities). `query`, `key`: (B * P, D) unit vectors, image-major; the keys carry
+    no gradient. Returns the (B * P,) per-patch losses.
+    """
+    n, dim = query.shape
+    query, key = query.float(), key.detach().float()
+    positive = (query * key).sum(dim=1, keepdim=True)  # (B*P, 1)
+    q, k = query.view(batch_size, -1, dim), key.view(batch_size, -1, dim)
+    patches = q.shape[1]
+    negative = torch.bmm(q, k.transpose(2, 1))  # (B, P, P): every pair within an image
+    same = torch.eye(patches, dtype=torch.bool, device=query.device)[None]
+    negative = negative.masked_fill(same, -10.0).view(-1, patches)  # the positive is not one
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    target = torch.zeros(n, dtype=torch.long, device=query.device)
+    return nnf.cross_entropy(logits, target, reduction="none")

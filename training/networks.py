@@ -41,22 +41,24 @@ def build_run_generator(cfg: TrainConfig) -> nn.Module:
     )
 
 
-def build_networks(cfg: TrainConfig) -> Networks:
-    def discriminator() -> nn.Module:
-        return build_discriminator(
-            cfg.discriminator,
-            ndf=cfg.ndf,
-            n_layers=cfg.n_layers_d,
-            norm=cfg.norm,
-            init_type=cfg.init_type,
-            init_gain=cfg.init_gain,
-        )
+def build_run_discriminator(cfg: TrainConfig) -> nn.Module:
+    """One discriminator as the run's config describes it, freshly initialised."""
+    return build_discriminator(
+        cfg.discriminator,
+        ndf=cfg.ndf,
+        n_layers=cfg.n_layers_d,
+        norm=cfg.norm,
+        init_type=cfg.init_type,
+        init_gain=cfg.init_gain,
+    )
 
+
+def build_networks(cfg: TrainConfig) -> Networks:
     return Networks(
         G=build_run_generator(cfg),
         F=build_run_generator(cfg),
-        D_X=discriminator(),
-        D_Y=discriminator(),
+        D_X=build_run_discriminator(cfg),
+        D_Y=build_run_discriminator(cfg),
     )
 
 

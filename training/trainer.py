@@ -31,6 +31,7 @@ from . import losses
 from .config import TrainConfig
 from .data import StepSampler, build_train_dataset
 from .ddp import DistInfo, barrier, init_distributed, mean_across_ranks, shutdown
+from .ema import GeneratorEMA
 from .image_pool import ImagePool
 from .networks import DiscriminatorPair, GeneratorPair, Networks, build_networks
 
@@ -84,6 +85,16 @@ def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but this machine has no CUDA GPU")
     return device
+
+
+def backward_and_step(
+    scaler: torch.amp.GradScaler, optimiser: torch.optim.Optimizer, loss: Tensor
+) -> None:
+    """One optimiser's step on `loss` through the AMP scaler (a pass-through unless fp16); the
+    caller updates the scaler once every optimiser of its training step has stepped."""
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
@@ -206,9 +217,7 @@ class Trainer:
                 )
                 loss_G = loss_G + cfg.lambda_identity_weight * loss_idt
                 logs["identity"] = loss_idt
-        self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_G).backward()
-        self.scaler.step(self.opt_G)
+        backward_and_step(self.scaler, self.opt_G, loss_G)
 
         # D_X and D_Y: real vs. a mix of current and past fakes (the image pool).
         set_requires_grad([self.nets.D_X, self.nets.D_Y], True)
@@ -225,9 +234,7 @@ class Trainer:
             )
             loss_D = loss_D + cfg.lambda_gp * penalty
             logs["D/gp"] = penalty
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_D).backward()
-        self.scaler.step(self.opt_D)
+        backward_and_step(self.scaler, self.opt_D, loss_D)
         self.scaler.update()
         self.sched_G.step()
         self.sched_D.step()
@@ -253,28 +260,18 @@ class Trainer:
 
     # --- state for checkpoints --------------------------------------------------------------
 
+    def _steppers(self) -> dict[str, ckpt.Stepper]:
+        return {"G": (self.opt_G, self.sched_G), "D": (self.opt_D, self.sched_D)}
+
     def training_state(self) -> ckpt.TrainingState:
-        tensors: dict[str, Tensor] = {}
-        meta: dict[str, Any] = {}
-        for name, opt in (("G", self.opt_G), ("D", self.opt_D)):
-            opt_tensors, opt_meta = ckpt.optimizer_state(name, opt)
-            tensors.update(opt_tensors)
-            meta[f"optim.{name}"] = opt_meta
-        meta["sched.G"] = self.sched_G.state_dict()
-        meta["sched.D"] = self.sched_D.state_dict()
-        meta["scaler"] = self.scaler.state_dict()
+        tensors, meta = ckpt.optimisation_state(self._steppers(), self.scaler)
         tensors.update(self.pool_X.state_tensors("pool.X"))
         tensors.update(self.pool_Y.state_tensors("pool.Y"))
         tensors.update(ckpt.rng_state())
         return ckpt.TrainingState(step=self.step_count, tensors=tensors, meta=meta)
 
     def load_training_state(self, state: ckpt.TrainingState) -> None:
-        for name, opt in (("G", self.opt_G), ("D", self.opt_D)):
-            ckpt.load_optimizer_state(name, opt, state.tensors, state.meta[f"optim.{name}"])
-        self.sched_G.load_state_dict(state.meta["sched.G"])
-        self.sched_D.load_state_dict(state.meta["sched.D"])
-        if state.meta.get("scaler"):
-            self.scaler.load_state_dict(state.meta["scaler"])
+        ckpt.load_optimisation_state(state, self._steppers(), self.scaler)
         self.pool_X.load_state_tensors("pool.X", state.tensors, self.device)
         self.pool_Y.load_state_tensors("pool.Y", state.tensors, self.device)
         ckpt.load_rng_state(state.tensors)
@@ -337,7 +334,9 @@ def train(
                 f"{run_dir}` (or --resume-or-start) or start a new one with another --out"
             )
         dataset = _training_data(cfg, dist_info, device, teacher)
-        return _train(cfg, dataset, device, dist_info, resume=resume, progress=progress)
+        return _train(
+            cfg, dataset, device, dist_info, resume=resume, progress=progress, teacher=teacher
+        )
     finally:
         shutdown(dist_info)
 
@@ -349,8 +348,9 @@ def _training_data(
     the main process, while the others wait)."""
     if cfg.model != "distill":
         return build_train_dataset(cfg)
-    from .distill import CACHE_DIR, DistillDataset, build_teacher_cache
+    from .distill import CACHE_DIR, DistillDataset, build_teacher_cache, teacher_parts
 
+    teacher_parts(cfg, teacher)  # what the config asks of the teacher, before it runs
     cache = Path(cfg.out) / CACHE_DIR
     if dist_info.is_main and teacher is not None:
         build_teacher_cache(cfg, teacher, Path(cfg.out))
@@ -359,7 +359,7 @@ def _training_data(
         raise ckpt.CheckpointError(
             f"{cfg.out} has no cached teacher outputs: start the distillation with its teacher"
         )
-    return DistillDataset(cache, size=cfg.size, flip=cfg.flip, seed=cfg.seed)
+    return DistillDataset(cache)
 
 
 def _train(
@@ -370,20 +370,20 @@ def _train(
     *,
     resume: bool,
     progress: bool,
+    teacher: TeacherRecord | None = None,
 ) -> TrainResult:
     run_dir = Path(cfg.out)
-    trainer = _start_trainer(cfg, device, dist_info, resume=resume)
+    trainer = _start_trainer(
+        cfg, device, dist_info, resume=resume, dataset=dataset, teacher=teacher
+    )
     start = trainer.step_count
+    ema = GeneratorEMA(cfg, trainer.weights()) if cfg.ema_decay > 0 else None
+    if ema is not None and resume:
+        ema.resume_from(ckpt.latest_checkpoint(run_dir), start)
     main = dist_info.is_main
     loader = _step_loader(cfg, dataset, start, dist_info, device)
     writer = _summary_writer(run_dir) if main else None
-    bar = tqdm(
-        total=cfg.max_steps,
-        initial=start,
-        disable=not (main and progress),
-        unit="step",
-        dynamic_ncols=True,
-    )
+    bar = _progress_bar(cfg, start, shown=main and progress)
     images_per_step = cfg.batch_size * dist_info.world_size
     last_checkpoint: Path | None = None
     window_start, window_steps = time.perf_counter(), 0
@@ -392,16 +392,23 @@ def _train(
     def save() -> Path | None:
         if not main:
             return None
+        weights = trainer.weights() | (ema.weights() if ema is not None else {})
         return ckpt.save_checkpoint(
-            run_dir, cfg, trainer.weights(), trainer.training_state(), keep=cfg.keep_checkpoints
+            run_dir, cfg, weights, trainer.training_state(), keep=cfg.keep_checkpoints
         )
 
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
     with _StopFlag() as stop:
         for batch in loader:
             logs, visuals = trainer.train_step(batch)
             step = trainer.step_count
+            if ema is not None:
+                ema.update(step)
             window_steps += 1
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            out_of_time = deadline is not None and _any_rank(
+                time.monotonic() >= deadline, dist_info, device
+            )
+            if step % cfg.log_every == 0 or step == cfg.max_steps or out_of_time:
                 values = mean_across_ranks(
                     {k: v.item() for k, v in logs.items()}, dist_info, device
                 )
@@ -423,6 +430,8 @@ def _train(
                 barrier(dist_info)
                 bar.close()
                 raise TrainingInterrupted(last_checkpoint, step)
+            if out_of_time:  # its last window is logged above; the checkpoint below ends it
+                break
     bar.close()
     if trainer.step_count > start or not ckpt.list_checkpoints(run_dir):
         last_checkpoint = save()
@@ -432,6 +441,12 @@ def _train(
     if writer is not None:
         writer.close()
     return TrainResult(run_dir, trainer.step_count, last_checkpoint, rate)
+
+
+def _progress_bar(cfg: TrainConfig, start: int, *, shown: bool) -> tqdm[Any]:
+    return tqdm(
+        total=cfg.max_steps, initial=start, disable=not shown, unit="step", dynamic_ncols=True
+    )
 
 
 def _step_loader(
@@ -465,16 +480,27 @@ def _step_loader(
 
 
 def _start_trainer(
-    cfg: TrainConfig, device: torch.device, dist_info: DistInfo, *, resume: bool
+    cfg: TrainConfig,
+    device: torch.device,
+    dist_info: DistInfo,
+    *,
+    resume: bool,
+    dataset: Dataset[Any],
+    teacher: TeacherRecord | None,
 ) -> StepModel:
     """The trainer at the step the run starts from (0, or its newest checkpoint's), the same on
     every rank, and the run folder ready for this start."""
     run_dir = Path(cfg.out)
     trainer: StepModel
     if cfg.model == "distill":
-        from .distill import Distiller
+        from .distill import DistillDataset, Distiller
 
-        trainer = Distiller(cfg, device, dist_info)
+        assert isinstance(dataset, DistillDataset)
+        trainer = Distiller(cfg, device, dist_info, teacher=teacher, dataset=dataset)
+    elif cfg.model in ("cut", "fastcut"):
+        from .cut import CutTrainer
+
+        trainer = CutTrainer(cfg, device, dist_info)
     else:
         trainer = Trainer(cfg, device, dist_info)
     if resume:
@@ -511,7 +537,8 @@ def _any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
 
 
 def _short(values: dict[str, float]) -> dict[str, str]:
-    keep = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "D_X", "D_Y", "AtoB/l1", "BtoA/l1")
+    keep = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "D_X", "D_Y", "AtoB/l1", "BtoA/l1",
+            "AtoB/gan", "AtoB/nce", "BtoA/gan", "BtoA/nce")  # fmt: skip
     return {k.replace("/", "_"): f"{values[k]:.3f}" for k in keep if k in values}
 
 
@@ -546,6 +573,6 @@ def _sample_grid(visuals: dict[str, Tensor], n: int = 4) -> Tensor:
     F(y) | G(F(y))), up to n images each, in [0, 1]."""
     from torchvision.utils import make_grid
 
-    k = min(n, visuals["real_x"].shape[0])
+    k = min(n, next(iter(visuals.values())).shape[0])
     tiles = torch.cat([image[:k].detach().float().cpu() for image in visuals.values()])
     return make_grid(tiles.add(1).div(2).clamp(0, 1), nrow=k)

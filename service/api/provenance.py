@@ -77,7 +77,13 @@ class TrainedProvenance(BaseModel):
         None, description="the checkpoint exported", examples=["step_00020000"]
     )
     step: int | None = Field(None, description="training step of the checkpoint", examples=[20000])
-    model: str | None = Field(None, description="training method", examples=["cyclegan"])
+    weights: Literal["ema", "raw"] | None = Field(
+        None,
+        description="ema: the moving average of the generators' weights; raw: the last step's; "
+        "null: not recorded (exported before runs kept an average)",
+        examples=["ema"],
+    )
+    model: str | None = Field(None, description="training method", examples=["cut"])
     dataset: str | None = Field(
         None,
         description="the dataset trained on: its name, or the name of its folder",
@@ -199,6 +205,7 @@ def provenance_of(manifest: ModelManifest) -> TrainedProvenance | ImportedProven
             run=_base_name(str(training["run_dir"])) if training.get("run_dir") else None,
             checkpoint=checkpoint,
             step=_step(training.get("step"), checkpoint, manifest.metrics),
+            weights=training["weights"] if training.get("weights") in ("ema", "raw") else None,
             model=_text(training.get("model")),
             dataset=_base_name(str(training["dataset"])) if training.get("dataset") else None,
             size=size if isinstance(size, int) else None,

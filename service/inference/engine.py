@@ -58,6 +58,7 @@ _SMALL_SIDE: Final = 64
 #: Full-resolution channels assumed for an imported graph (no architecture): the paper's ngf.
 _UNKNOWN_WIDTH: Final = 64
 
+_COMPILED_SHAPES = 64  # torch.compile: graphs kept per generator (one per batch x side)
 _ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -76,7 +77,7 @@ class EngineOptions:
     # at most this many pixels (None: max_untiled_pixels)
     channels_last: bool = True  # torch on CUDA
     compile: bool = False  # torch: torch.compile the generator
-    cuda_graphs: bool = False  # torch + compile on CUDA: capture CUDA graphs
+    cuda_graphs: bool = False  # torch + compile on CUDA: CUDA graphs (reduce-overhead mode)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> EngineOptions:
@@ -270,11 +271,9 @@ class TorchRunner:
                 "backend only (--backend onnx)"
             )
         import torch
-        from safetensors.torch import load_file
 
-        from models.checkpoint_compat import load_compatible_state_dict
         from models.norm_stats import has_instance_norm
-        from models.registry import build_from_architecture
+        from models.registry import load_generator
 
         if options.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError("--device cuda: torch sees no CUDA device here")
@@ -288,9 +287,7 @@ class TorchRunner:
         if not use_cuda and options.threads:
             torch.set_num_threads(options.threads)
 
-        net = build_from_architecture(architecture)
-        weights = load_file(str(model.path(weights_file)))
-        load_compatible_state_dict(net, weights)
+        net = load_generator(architecture, model.path(weights_file))
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self._memory_format = (
             torch.channels_last if use_cuda and options.channels_last else torch.contiguous_format
@@ -302,10 +299,7 @@ class TorchRunner:
         self._shared: Any = None  # models.norm_stats.SharedStatsGenerator, built on first use
         self.shares_stats = has_instance_norm(net)
         if options.compile:
-            mode = None
-            if use_cuda:
-                mode = "max-autotune" if options.cuda_graphs else "max-autotune-no-cudagraphs"
-            self._net = torch.compile(net, mode=mode, dynamic=False)
+            self._net = _compiled(net, cuda_graphs=use_cuda and options.cuda_graphs)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -342,6 +336,21 @@ class TorchRunner:
             use = torch.tensor(stats is not None, device=self.device)
             y, used = shared(x, given.to(self.device), use)
             return y.cpu().numpy(), used.cpu().numpy()
+
+
+def _compiled(net: Any, *, cuda_graphs: bool) -> Any:
+    """torch.compile's default mode (max-autotune spends minutes per shape: too long for a
+    server's start), or reduce-overhead for CUDA graphs. Each (batch, side) is its own graph
+    (dynamic=False keeps the fastest kernels); the engine's shapes are bounded by max_batch and
+    the sides requests bring, so dynamo may keep more than its default 8 before falling back
+    to eager."""
+    import torch
+    import torch._dynamo.config as dynamo_config
+
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), _COMPILED_SHAPES))
+    mode = "reduce-overhead" if cuda_graphs else None
+    return torch.compile(net, mode=mode, dynamic=False)
 
 
 # --- engine ---------------------------------------------------------------------------------

@@ -51,6 +51,17 @@ class ModelCatalog:
         """Folders in the store whose manifest cannot be read (shown, never served)."""
         return self._current(max_age=self.ttl).problems
 
+    def resolve_fresh(self, name: str) -> ModelManifest | None:
+        """The model from a snapshot younger than ``ttl``, else None; never reads the store
+        nor waits for the lock, so the event loop may call it (then `resolve` in a thread)."""
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.taken > self.ttl:
+            return None
+        try:
+            return find_model(snapshot.manifests, name, where=self.store.url)
+        except ModelNotFoundError:
+            return None
+
     def resolve(self, name: str) -> ModelManifest:
         """A model by name or alias; :class:`ModelNotFoundError` lists the models there are."""
         try:

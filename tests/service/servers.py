@@ -57,12 +57,18 @@ def worker_process(env: Mapping[str, str], log: Path, name: str) -> subprocess.P
 class Server:
     """A running `unpaired serve`."""
 
-    def __init__(self, env: Mapping[str, str], log: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log: Path,
+        port: int | None = None,
+        command: tuple[str, ...] = API_COMMAND,
+    ) -> None:
         self.env = env
         self.log = log
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = unpaired_process(API_COMMAND, {**env, "UNPAIRED_PORT": str(self.port)}, log)
+        self.process = unpaired_process(command, {**env, "UNPAIRED_PORT": str(self.port)}, log)
 
     def wait_started(self, timeout: float = 60) -> None:
         """Until the server answers /healthz (models loaded: the lifespan ran)."""
@@ -110,8 +116,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 @contextmanager
-def running_server(env: Mapping[str, str], log: Path, *, ready: bool = True) -> Iterator[Server]:
-    server = Server(env, log)
+def running_server(
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    ready: bool = True,
+    command: tuple[str, ...] = API_COMMAND,
+) -> Iterator[Server]:
+    server = Server(env, log, command=command)
     try:
         server.wait_ready() if ready else server.wait_started()
         yield server

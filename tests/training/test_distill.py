@@ -30,6 +30,9 @@ STUDENT = ["--student", "mobile_resnet_2blocks", "--ngf", "4", "--batch-size", "
            "--set", "log_every=1"]  # fmt: skip
 
 
+ALL_TERMS = ["--set", "lambda_feature=1", "--set", "lambda_gan=0.1"]
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CycleGAN run on day2night (ResNet-6, ngf 4, 32x32), two steps."""
@@ -46,7 +49,8 @@ def test_distil_export_and_serve_with_fidelity_and_macs(teacher: Path, tmp_path:
     assert distilled.returncode == 0, distilled.stderr
     assert "distilling run into mobile_resnet_2blocks (ngf 4) on day2night" in distilled.stderr
     info = json.loads((run / CACHE_DIR / "teacher.json").read_text())
-    assert info["images"] == {"train/AtoB": 8, "train/BtoA": 8, "test/AtoB": 4, "test/BtoA": 4}
+    # every training image and its mirror image, each with the teacher's own output
+    assert info["images"] == {"train/AtoB": 16, "train/BtoA": 16, "test/AtoB": 4, "test/BtoA": 4}
     exported = unpaired("export", run, "--name", "student", "--store", store, "--no-tiled")
     assert exported.returncode == 0, exported.stderr
 
@@ -93,10 +97,13 @@ def test_distil_export_and_serve_with_fidelity_and_macs(teacher: Path, tmp_path:
 
 
 def test_resume_continues_exactly_and_ctrl_c_saves(teacher: Path, tmp_path: Path) -> None:
+    """With every term on: feature adapters and the teacher's discriminators resume too."""
     straight = tmp_path / "straight"
-    steps = ["--max-steps", "4", "--checkpoint-every", "2"]
+    steps = ["--max-steps", "4", "--checkpoint-every", "2", *ALL_TERMS]
     done = unpaired("distill", teacher, "--out", straight, *steps, *STUDENT)
     assert done.returncode == 0, done.stderr
+    logged = read_losses(straight)[-1]
+    assert {"AtoB/feature", "BtoA/feature", "AtoB/gan", "BtoA/D", "BtoA/ssim"} <= logged.keys()
     # the same run, stopped after its step-2 checkpoint and resumed: the same weights at step 4
     again = tmp_path / "again"
     shutil.copytree(straight, again)
@@ -106,6 +113,13 @@ def test_resume_continues_exactly_and_ctrl_c_saves(teacher: Path, tmp_path: Path
     a = load_file(straight / "checkpoints" / "step_00000004" / "weights.safetensors")
     b = load_file(again / "checkpoints" / "step_00000004" / "weights.safetensors")
     assert a.keys() == b.keys()
+    assert {key.split(".")[0] for key in a} == {"G", "F", "adapters_AtoB", "adapters_BtoA",
+                                                "D_X", "D_Y"}  # fmt: skip
+
+    def losses(run: Path) -> list[dict[str, float]]:
+        return [{k: v for k, v in row.items() if k != "img_per_s"} for row in read_losses(run)]
+
+    assert losses(again) == losses(straight)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
@@ -130,3 +144,61 @@ def test_a_teacher_that_is_neither_a_run_nor_a_model_is_a_clear_error(tmp_path: 
                       "--dataset", "day2night", *STUDENT)  # fmt: skip
     assert_user_error(result, "nothing-here")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_student_starts_as_its_teachers_copy(teacher: Path, tmp_path: Path) -> None:
+    """A store model with weights teaches like a run: pruned start and feature matching. A
+    student of the teacher's own shape starts as the teacher, so one step with a vanishing
+    learning rate already reproduces it; from noise it does not."""
+    store = tmp_path / "store"
+    published = unpaired("export", teacher, "--name", "teacher", "--store", store, "--no-tiled")
+    assert published.returncode == 0, published.stderr
+    same_shape = ["--student", "resnet_6blocks", "--ngf", "4", "--max-steps", "1",
+                  "--set", "lr=1e-12", "--set", "lambda_feature=1"]  # fmt: skip
+    scores = {}
+    for start in ("teacher", "random"):
+        run = tmp_path / start
+        done = unpaired("distill", "teacher", "--store", store, "--out", run, *STUDENT,
+                        *same_shape, "--set", f"distill_init={start}")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        _, _, nets = load_run_generators(run, torch.device("cpu"))
+        scores[start] = fidelity(run, nets, "resnet_6blocks")
+    for direction in ("AtoB", "BtoA"):
+        assert scores["teacher"][direction]["psnr_db"] > 45  # the teacher's own outputs
+        assert scores["random"][direction]["psnr_db"] < scores["teacher"][direction]["psnr_db"] - 10
+
+
+def test_what_a_teacher_cannot_give_is_a_clear_error(teacher: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    published = unpaired("export", teacher, "--name", "teacher", "--store", store, "--no-tiled")
+    assert published.returncode == 0, published.stderr
+    # a store model has no discriminators to play against
+    result = unpaired("distill", "teacher", "--store", store, "--out", tmp_path / "s",
+                      "--set", "lambda_gan=1", *STUDENT)  # fmt: skip
+    assert_user_error(result, "lambda_gan needs a training run as teacher")
+    # a U-Net teacher cannot be pruned into a ResNet student
+    unet = tmp_path / "unet"
+    trained = unpaired("train", "--dataset", "day2night", "--max-steps", "1", "--out", unet,
+                       *TINY_FLAGS, "--set", "generator=unet_32")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    result = unpaired("distill", unet, "--out", tmp_path / "u", "--set", "distill_init=teacher",
+                      *STUDENT)  # fmt: skip
+    assert_user_error(result, "ResNet")
+
+
+@pytest.mark.slow
+def test_distillation_runs_under_torchrun(teacher: Path, tmp_path: Path) -> None:
+    """Two CPU processes (gloo): one teacher cache, students and adapters kept in step."""
+    run = tmp_path / "ddp"
+    command = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "cli", "distill",
+               str(teacher), "--out", str(run), "--max-steps", "2", *STUDENT,
+               "--set", "lambda_feature=1"]  # fmt: skip
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), *command[1:]], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / CACHE_DIR / "teacher.json").read_text())["images"]["train/AtoB"] == 16
+    weights = load_file(run / "checkpoints" / "step_00000002" / "weights.safetensors")
+    assert any(key.startswith("adapters_AtoB.") for key in weights)
+    assert [row["step"] for row in read_losses(run)] == [1, 2]

@@ -35,6 +35,18 @@ def test_a_run_writes_checkpoints_logs_and_samples(tiny_config) -> None:  # type
     assert (cfg.out / "config.yaml").is_file()
 
 
+def test_a_run_out_of_minutes_logs_its_last_window_and_checkpoints_it(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    """A time budget spent between log intervals still leaves the run's rate and losses (the
+    quality benchmark reads its seconds per step from them)."""
+    cfg = tiny_config(max_steps=1000, log_every=500, checkpoint_every=500, max_minutes=1e-6)
+    result = train(cfg, progress=False)
+    assert result.step < 500
+    losses = read_losses(cfg.out)
+    assert [r["step"] for r in losses] == [result.step]
+    assert losses[0]["img_per_s"] > 0
+    assert ckpt.latest_checkpoint(cfg.out).name == ckpt.checkpoint_dir(cfg.out, result.step).name
+
+
 def test_interrupted_then_resumed_run_reproduces_the_uninterrupted_one(
     tiny_config, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

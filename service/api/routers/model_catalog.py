@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.openapi import error_responses
 from service.api.schemas import ModelInfo, ModelList, ModelName
-from service.api.state import AuthDep, StateDep
+from service.api.state import AuthDep, StateDep, resolve_model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -38,4 +38,4 @@ async def list_models(state: StateDep, _: AuthDep) -> ModelList:
 )
 async def get_model(name: ModelName, state: StateDep, _: AuthDep) -> ModelInfo:
     catalog, _translator = state.ready()
-    return ModelInfo.from_manifest(await run_in_threadpool(catalog.resolve, name))
+    return ModelInfo.from_manifest(await resolve_model(catalog, name))

@@ -15,12 +15,11 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from service.api.error_handlers import ApiError, to_api_error
 from service.api.openapi import error_responses
 from service.api.schemas import ModelName
-from service.api.state import AuthDep, ServiceState, StateDep
+from service.api.state import AuthDep, ServiceState, StateDep, resolve_model
 from service.api.uploads import Upload, choose_format, read_uploads
 from service.api.zips import ZipItemError, zip_bytes
 from service.files import safe_stem
@@ -103,7 +102,7 @@ async def translate(
 ) -> Response:
     catalog, translator = state.ready()
     settings = state.settings
-    manifest = await run_in_threadpool(catalog.resolve, name)
+    manifest = await resolve_model(catalog, name)
     chosen = manifest.resolve_direction(direction)
     output = OutputSpec(
         format=choose_format(format, request.headers.get("accept")), quality=quality
