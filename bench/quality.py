@@ -122,21 +122,18 @@ def _seconds_per_step(run_dir: Path) -> float:
     return batch / rates[len(rates) // 2]
 
 
+def _train_argv(pair: str, run_dir: Path, recipe: Recipe) -> list[str]:
+    """`unpaired train` of the recipe on a built-in pair into `run_dir`, quietly."""
+    return ["train", "--dataset", pair, "--out", str(run_dir), "--no-progress", *recipe.argv]
+
+
 def calibrate(
     name: str, recipe: Recipe, pair: str, out: Path, threads: int, minutes: float
 ) -> Budget:
     """The recipe's seconds per step in a short run (30 s, less for tiny budgets), and the
     steps that fit `minutes`."""
     run_dir = out.resolve() / f"calibrate-{name}"
-    argv = [
-        "train",
-        "--dataset",
-        pair,
-        "--out",
-        str(run_dir),
-        "--no-progress",
-        *recipe.argv,
-    ]
+    argv = _train_argv(pair, run_dir, recipe)
     argv += ["--threads", str(threads), "--max-steps", "1000000"]
     argv += ["--set", f"max_minutes={min(0.5, minutes / 4)}", "--set", "log_every=2"]
     argv += ["--set", "checkpoint_every=1000000"]
@@ -153,8 +150,7 @@ def run_one(
     threads: int | None,
 ) -> dict[str, Any]:  # fmt: skip
     run_dir = out.resolve() / f"{pair}-{name}"  # the children run in the repository root
-    argv = ["train", "--dataset", pair, "--out", str(run_dir), "--no-progress"]
-    argv += [*recipe.argv, *budget.argv()]
+    argv = [*_train_argv(pair, run_dir, recipe), *budget.argv()]
     if threads:
         argv += ["--threads", str(threads)]
     start = time.perf_counter()

@@ -9,12 +9,19 @@ step, not by hooks, so the call also works compiled and under DDP.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from models.mobile_resnet import MobileResnetBlock
 from models.resnet import ResnetBlock, ResnetGenerator
 
-__all__ = ["FeatureTapError", "forward_with_taps", "residual_taps", "spread_blocks"]
+__all__ = [
+    "FeatureTapError",
+    "forward_with_taps",
+    "residual_taps",
+    "spread_blocks",
+    "tap_widths",
+]
 
 
 class FeatureTapError(ValueError):
@@ -54,3 +61,18 @@ def forward_with_taps(
         if encode_only and index == last:
             break
     return x, features
+
+
+def tap_widths(net: nn.Module, taps: list[int], input_nc: int = 3) -> list[int]:
+    """The channels of each tapped output, from one pass over a small image in eval mode (so
+    the probe moves no batch-norm statistics and draws no dropout)."""
+    parameter = next(net.parameters())
+    probe = torch.zeros(1, input_nc, 32, 32, device=parameter.device, dtype=parameter.dtype)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            _, features = forward_with_taps(net, probe, taps, encode_only=True)
+    finally:
+        net.train(was_training)
+    return [f.shape[1] for f in features]

@@ -20,7 +20,7 @@ are training-only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from itertools import chain
 from typing import cast
 
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from models.feature_taps import forward_with_taps
+from models.feature_taps import forward_with_taps, tap_widths
 from models.patch_sampler import PatchSampleMLP
 
 from . import checkpoint as ckpt
@@ -37,9 +37,9 @@ from .config import ConfigError, TrainConfig
 from .ddp import DistInfo
 from .networks import build_run_discriminator, build_run_generator
 from .trainer import (
+    adam_stepper,
     autocast_for,
     backward_and_step,
-    linear_decay,
     set_requires_grad,
     to_device,
 )
@@ -124,11 +124,7 @@ def tap_channels(generator: nn.Module, taps: list[int], input_nc: int = 3) -> li
     bad = [t for t in taps if not 0 <= t < depth]
     if bad:
         raise ConfigError(f"nce_layers {bad} are not layers of the generator (it has {depth})")
-    with torch.no_grad():
-        _, features = forward_with_taps(
-            generator, torch.zeros(1, input_nc, 32, 32), taps, encode_only=True
-        )
-    return [f.shape[1] for f in features]
+    return tap_widths(generator, taps, input_nc)
 
 
 class CutTrainer(ckpt.ResumesFromSteppers):
@@ -164,10 +160,12 @@ class CutTrainer(ckpt.ResumesFromSteppers):
         generators = {d: self.nets[_NAMES[d][0]] for d in cfg.directions}
         judges = {d: self.nets[_NAMES[d][1]] for d in cfg.directions}
         trained_with_g = (*generators.values(), *heads.values())  # the reference: same Adam
-        self.opt_G = self._adam(chain(*(m.parameters() for m in trained_with_g)))
-        self.opt_D = self._adam(chain(*(j.parameters() for j in judges.values())))
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, linear_decay(cfg))
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, linear_decay(cfg))
+        self.opt_G, self.sched_G = adam_stepper(
+            cfg, device, chain(*(m.parameters() for m in trained_with_g))
+        )
+        self.opt_D, self.sched_D = adam_stepper(
+            cfg, device, chain(*(j.parameters() for j in judges.values()))
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
         def compile_(net: nn.Module) -> nn.Module:
@@ -183,16 +181,6 @@ class CutTrainer(ckpt.ResumesFromSteppers):
             self.judge_modules = DistributedDataParallel(self.judge_modules, device_ids=ids)
         self.generators = module
         self.step_count = 0
-
-    def _adam(self, params: Iterator[nn.Parameter]) -> torch.optim.Adam:
-        cfg = self.cfg
-        return torch.optim.Adam(
-            params,
-            lr=cfg.lr,
-            betas=(cfg.beta1, cfg.beta2),
-            weight_decay=cfg.weight_decay,
-            fused=self.device.type == "cuda",
-        )
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """One update: translate, then D on real vs. fake, then G (and heads) on GAN + NCE."""

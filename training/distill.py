@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from models import input_multiple
-from models.feature_taps import forward_with_taps, residual_taps
+from models.feature_taps import forward_with_taps, residual_taps, tap_widths
 from models.imaging import find_images, image_to_tensor, load_image
 from models.manifest import DIRECTIONS, Architecture
 from models.resnet import ResnetGenerator
@@ -51,9 +51,9 @@ from .evaluate import ImagePair, score
 from .networks import build_run_generator
 from .synthetic import get_pair
 from .trainer import (
+    adam_stepper,
     autocast_for,
     backward_and_step,
-    linear_decay,
     set_requires_grad,
     to_device,
 )
@@ -371,12 +371,11 @@ class Distiller(ckpt.ResumesFromSteppers):
         pair = StudentPair(self.nets, adapters)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         pair.to(device).to(memory_format=memory_format)
-        self.opt = self._adam(pair.parameters())
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_decay(cfg))
+        self.opt, self.sched = adam_stepper(cfg, device, pair.parameters())
         self.opt_D = self.sched_D = None
         if self.discriminators:
-            self.opt_D = self._adam(chain(*(d.parameters() for d in self.discriminators.values())))
-            self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, linear_decay(cfg))
+            judged = chain(*(d.parameters() for d in self.discriminators.values()))
+            self.opt_D, self.sched_D = adam_stepper(cfg, device, judged)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         module: nn.Module = pair
         if cfg.compile:
@@ -386,12 +385,6 @@ class Distiller(ckpt.ResumesFromSteppers):
             module = DistributedDataParallel(module, device_ids=ids)
         self.students = module
         self.step_count = 0
-
-    def _adam(self, params: Iterator[nn.Parameter]) -> torch.optim.Adam:
-        cfg = self.cfg
-        return torch.optim.Adam(
-            params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=self.device.type == "cuda"
-        )
 
     def train_step(
         self, batch: Mapping[str, Tensor]
@@ -538,17 +531,8 @@ def _adapters(
     student: nn.Module, teacher: nn.Module, taps: list[int], teacher_taps: list[int]
 ) -> nn.ModuleList:
     """1x1 convolutions from the student's features at each tap to the teacher's channels."""
-    widths = [_channels(student, i) for i in taps]
-    teacher_widths = [_channels(teacher, i) for i in teacher_taps]
-    return nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(widths, teacher_widths, strict=True))
-
-
-def _channels(net: nn.Module, index: int) -> int:
-    """Channels of the residual stream at a tap (the stream's width is constant)."""
-    for layer in reversed(list(net.model)[: index + 1]):  # type: ignore[arg-type]
-        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
-            return int(layer.out_channels)
-    raise DistillError("no convolution before the tap")
+    widths = zip(tap_widths(student, taps), tap_widths(teacher, teacher_taps), strict=True)
+    return nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in widths)
 
 
 # --- fidelity --------------------------------------------------------------------------------

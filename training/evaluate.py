@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -87,12 +88,18 @@ def load_run_generators(
     checkpoint = ckpt.latest_checkpoint(run_dir)
     cfg = load_config(checkpoint / ckpt.CONFIG_FILE)
     architecture = generator_architecture(cfg)
-    suffix = EMA_SUFFIX if ema and has_ema_weights(checkpoint) else ""
+    suffix = EMA_SUFFIX if generator_weights(checkpoint, ema=ema) == "ema" else ""
     nets = {d: build_from_architecture(architecture) for d in cfg.directions}
     ckpt.load_weights(checkpoint, {_NET_OF[d] + suffix: net for d, net in nets.items()})
     for net in nets.values():
         net.to(device).eval()
     return cfg, checkpoint, nets
+
+
+def generator_weights(checkpoint: Path, *, ema: bool) -> Literal["ema", "raw"]:
+    """Which generators a run's checkpoint is read with: the moving averages when asked for
+    and kept, else the last step's weights."""
+    return "ema" if ema and has_ema_weights(checkpoint) else "raw"
 
 
 def has_ema_weights(checkpoint: Path) -> bool:
@@ -207,7 +214,7 @@ def evaluate_run(
         )
     dev = torch.device(device)
     cfg, checkpoint, nets = load_run_generators(run_dir, dev, ema=ema)
-    weights = "ema" if ema and has_ema_weights(checkpoint) else "raw"
+    weights = generator_weights(checkpoint, ema=ema)
     multiple = input_multiple(cfg.generator)
     scores = {}
     for direction in nets:

@@ -52,7 +52,7 @@ from models.manifest import (
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
 from models.weight_import import ImportChoices, ImportedGenerator, import_generators
 
-from .evaluate import generator_architecture, has_ema_weights, load_run_generators
+from .evaluate import generator_architecture, generator_weights, load_run_generators
 from .quantize import DomainSamples, natural_photos, psnr_db, quantize_int8, run_samples, to_batch
 
 __all__ = [
@@ -476,7 +476,7 @@ def export_run(
         "source": "run",
         "run_dir": str(run_dir),
         "checkpoint": checkpoint.name,
-        "weights": "ema" if options.ema and has_ema_weights(checkpoint) else "raw",
+        "weights": generator_weights(checkpoint, ema=options.ema),
         "model": cfg.model,
         "dataset": cfg.dataset or (str(cfg.dataroot) if cfg.dataroot else None),
         "size": cfg.size,

@@ -112,6 +112,21 @@ def linear_decay(cfg: TrainConfig) -> Callable[[int], float]:
     return lambda step: min(1.0, max(0.0, (cfg.max_steps - step) / span))
 
 
+def adam_stepper(
+    cfg: TrainConfig, device: torch.device, params: Iterator[nn.Parameter]
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser every family trains with (Adam at the config's step, betas and weight
+    decay; fused, one kernel for all parameters, on CUDA) and its learning-rate schedule."""
+    optimiser = torch.optim.Adam(
+        params,
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",
+    )
+    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, linear_decay(cfg))
+
+
 def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The mixed-precision context the config asks for (none: a no-op)."""
     if cfg.amp == "none":
@@ -144,20 +159,13 @@ class Trainer:
         # rank-specific stream for dropout and WGAN-GP mixing (DDP syncs weights, not noise)
         torch.manual_seed(cfg.seed + 1_000 * self.dist_info.rank)
 
-        def adam(params: Iterator[nn.Parameter]) -> torch.optim.Adam:
-            return torch.optim.Adam(
-                params,
-                lr=cfg.lr,
-                betas=(cfg.beta1, cfg.beta2),
-                weight_decay=cfg.weight_decay,
-                fused=self.device.type == "cuda",  # one kernel for all parameters
-            )
-
         n = self.nets
-        self.opt_G = adam(chain(n.G.parameters(), n.F.parameters()))
-        self.opt_D = adam(chain(n.D_X.parameters(), n.D_Y.parameters()))
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, linear_decay(cfg))
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, linear_decay(cfg))
+        self.opt_G, self.sched_G = adam_stepper(
+            cfg, self.device, chain(n.G.parameters(), n.F.parameters())
+        )
+        self.opt_D, self.sched_D = adam_stepper(
+            cfg, self.device, chain(n.D_X.parameters(), n.D_Y.parameters())
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         pool_seed = cfg.seed * 7919 + self.dist_info.rank
         self.pool_X = ImagePool(cfg.pool_size, seed=pool_seed)  # past F(y) for D_X

@@ -26,6 +26,9 @@ class _Snapshot:
     manifests: tuple[ModelManifest, ...]
     problems: tuple[str, ...]
 
+    def older_than(self, seconds: float) -> bool:
+        return time.monotonic() - self.taken > seconds
+
 
 class ModelCatalog:
     def __init__(self, store: ModelStore, *, ttl: float = 5.0, min_refresh: float = 1.0) -> None:
@@ -38,7 +41,7 @@ class ModelCatalog:
     def _current(self, *, max_age: float) -> _Snapshot:
         with self._lock:
             snapshot = self._snapshot
-            if snapshot is None or time.monotonic() - snapshot.taken > max_age:
+            if snapshot is None or snapshot.older_than(max_age):
                 manifests, problems = self.store.manifests()
                 snapshot = _Snapshot(time.monotonic(), tuple(manifests), tuple(problems))
                 self._snapshot = snapshot
@@ -55,7 +58,7 @@ class ModelCatalog:
         """The model from a snapshot younger than ``ttl``, else None; never reads the store
         nor waits for the lock, so the event loop may call it (then `resolve` in a thread)."""
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - snapshot.taken > self.ttl:
+        if snapshot is None or snapshot.older_than(self.ttl):
             return None
         try:
             return find_model(snapshot.manifests, name, where=self.store.url)
