@@ -129,7 +129,7 @@ def distill(
     domain's images (L1 + SSIM), both directions; export it with `unpaired export OUT`."""
     from training import checkpoint as ckpt
     from training.config import check_resume_compatible, load_config, parse_set_options
-    from training.trainer import TrainingInterrupted, train
+    from training.runner import TrainingInterrupted, train
 
     with user_errors():
         as_run = Path(teacher)

@@ -175,8 +175,8 @@ def train(
         parse_set_options,
         read_config_file,
     )
-    from training.trainer import TrainingInterrupted
-    from training.trainer import train as run_training
+    from training.runner import TrainingInterrupted
+    from training.runner import train as run_training
 
     flags: dict[str, Any] = {
         "dataroot": dataroot,

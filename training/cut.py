@@ -36,7 +36,7 @@ from . import losses
 from .config import ConfigError, TrainConfig
 from .ddp import DistInfo
 from .networks import build_run_discriminator, build_run_generator
-from .trainer import (
+from .optimisation import (
     adam_stepper,
     autocast_for,
     backward_and_step,
@@ -129,7 +129,7 @@ def tap_channels(generator: nn.Module, taps: list[int], input_nc: int = 3) -> li
 
 class CutTrainer(ckpt.ResumesFromSteppers):
     """Generators, heads, discriminators, their optimisers and one update; the trainer's loop
-    drives it (:class:`training.trainer.StepModel`)."""
+    drives it (:class:`training.families.StepModel`)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> None:
         if cfg.gan_mode == "wgangp":

@@ -15,7 +15,7 @@ The teacher is any callable from uint8 RGB images to the translated images (a ru
 or a store model through the serving engine, which the CLI builds), so anything the project
 can serve can be distilled. A distillation run is a training run: the student is its `G`/`F`
 (config `generator`, `ngf`, `norm`), checkpoints, resume, Ctrl-C, TensorBoard, AMP and DDP are
-the trainer's own (:func:`training.trainer.train`), and `unpaired export` takes it as it is.
+the trainer's own (:func:`training.runner.train`), and `unpaired export` takes it as it is.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ from .config import TrainConfig
 from .ddp import DistInfo
 from .evaluate import ImagePair, score
 from .networks import build_run_generator
-from .synthetic import get_pair
-from .trainer import (
+from .optimisation import (
     adam_stepper,
     autocast_for,
     backward_and_step,
     set_requires_grad,
     to_device,
 )
+from .synthetic import get_pair
 
 __all__ = [
     "CACHE_DIR",

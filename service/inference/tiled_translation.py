@@ -28,7 +28,7 @@ from service.inference import image_io, tiling
 from service.inference.image_io import DecodedImage
 
 if TYPE_CHECKING:
-    from service.inference.engine import Runner
+    from service.inference.backends import Runner
 
 __all__ = ["TileGeometry", "TiledTranslation"]
 

@@ -23,7 +23,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained run exported by the CLI into a store; returns the store."""
     from tests.conftest import TINY
     from training.config import validate_config
-    from training.trainer import train
+    from training.runner import train
 
     root = tmp_path_factory.mktemp("cli-export")
     cfg = validate_config({**TINY, "out": root / "run", "max_steps": 2}, source="test")

@@ -23,7 +23,7 @@ from training.cut import CutTrainer
 from training.ddp import DistInfo
 from training.evaluate import has_ema_weights, load_run_generators
 from training.losses import patch_nce_loss
-from training.trainer import train
+from training.runner import train
 
 CUT_KEYS = ("AtoB/gan", "AtoB/nce", "BtoA/gan", "BtoA/nce", "D_X", "D_Y", "G/total")
 

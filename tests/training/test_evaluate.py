@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 
 from training.evaluate import evaluate_run, score, synthetic_pairs, translate
-from training.trainer import train
+from training.runner import train
 
 
 def test_identity_network_scores_exactly_the_baseline() -> None:

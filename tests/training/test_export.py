@@ -155,7 +155,7 @@ def test_export_refuses_a_non_empty_folder(tmp_path: Path) -> None:
 
 
 def test_export_run_carries_the_training_config(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from training.trainer import train
+    from training.runner import train
 
     cfg = tiny_config(max_steps=2, checkpoint_every=2)
     train(cfg)

@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 from tests.conftest import read_losses
 from training import checkpoint as ckpt
-from training.trainer import Trainer, linear_decay, train
+from training.optimisation import linear_decay
+from training.runner import train
+from training.trainer import Trainer
 
 LOSS_KEYS = ("G/gan", "F/gan", "cycle/X", "cycle/Y", "identity", "D_X", "D_Y")
 
