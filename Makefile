@@ -9,7 +9,7 @@ DEMO_MODEL := model-store/demo-$(DEMO_PAIR)/manifest.json
 # Debian packages the tests drive for real: a private Redis and a headless browser
 SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
 
-.PHONY: install serve demo demo-model test system-deps lint bench architecture clean
+.PHONY: install serve demo demo-model test system-deps lint bench architecture screenshots clean
 
 $(BIN)/unpaired: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test: install system-deps
 ## bench: training throughput on this machine (the others: docs/benchmarks.md)
 bench: install
 	$(BIN)/python -m bench.train_throughput
+
+## screenshots: refresh the web page's pictures in docs/ from the browser tests
+screenshots: install system-deps
+	UNPAIRED_SCREENSHOTS_DIR=docs $(BIN)/pytest -q tests/service/api/test_web_page.py \
+		tests/service/api/test_web_bulk.py -k "see_the_result or archive_becomes_a_job"
 
 ## architecture: redraw docs/architecture/*.svg from the code (pydeps; needs Graphviz's `dot`)
 architecture: install

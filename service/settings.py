@@ -11,7 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.validation import describe_validation_error
@@ -32,6 +40,34 @@ def _split_commas(value: object) -> object:
             return json.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+FailpointSite = Literal["decode", "batch", "step", "chunk"]
+
+
+class Failpoint(BaseModel):
+    """A fault armed on purpose (``UNPAIRED_FAILPOINTS``, see :mod:`service.failpoints`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: FailpointSite
+    do: Literal["wait", "error", "crash"]
+    match: str = ""
+    """act only on names containing this"""
+    after: Annotated[int, Field(ge=0)] = 0
+    """let this many matching hits pass first"""
+    times: Annotated[int, Field(ge=1)] | None = None
+    """act at most this many times in one process; default: every time"""
+    path: str | None = None
+    """`wait`: the file whose appearance lets the process go on"""
+    timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    """`wait`: give up (an error) after this long"""
+
+    @model_validator(mode="after")
+    def _wait_needs_a_path(self) -> Failpoint:
+        if self.do == "wait" and not self.path:
+            raise ValueError("a failpoint that waits needs the `path` of the file it waits for")
+        return self
 
 
 class Settings(BaseSettings):
@@ -188,6 +224,14 @@ class Settings(BaseSettings):
     """seconds finished jobs, their inputs and outputs are kept"""
     chunk_retries: Annotated[int, Field(ge=0)] = 5
     """retries of a bulk chunk that failed for a passing reason, with backoff"""
+    poison_attempts: Annotated[int, Field(ge=1)] = 2
+    """times a request or a bulk image may take the process translating it down (a crash,
+    the OOM killer) before it is answered or recorded as failed instead of tried again"""
+
+    # testing
+    failpoints: tuple[Failpoint, ...] = ()
+    """faults armed on purpose for fault tests and the soak, as a JSON list (never in
+    production): see service/failpoints.py"""
 
     @field_validator("models", "api_keys", "cors_origins", "jobs_roots", mode="before")
     @classmethod

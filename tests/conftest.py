@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from training.config import TrainConfig, validate_config
 
@@ -65,10 +70,46 @@ def export_tiny_model(folder: Path, name: str = "tiny", *, seed: int = 0, **kwar
     return target
 
 
+#: Exports shared by the test processes of one run (xdist workers), set by `_export_cache`.
+_SHARED_EXPORTS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A folder every test process of this run sees (the parent of xdist's per-worker temp
+    folders), where :func:`tiny_model` keeps what it exported once."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    _SHARED_EXPORTS[:] = [shared / "shared-exports"]
+
+
+def shared_export(key: str, folder: Path, name: str, export: Callable[[Path], object]) -> Path:
+    """`export(into)` (which writes the model `into/name`) run once per test run for `key`,
+    copied into `folder/name`: an export takes the dynamo exporter tens of seconds, and the
+    serving tests need the model, not the export (the export's own tests export each time)."""
+    if not _SHARED_EXPORTS:
+        export(folder)
+        return folder / name
+    cached = _SHARED_EXPORTS[0] / hashlib.sha256(key.encode()).hexdigest()[:16]
+    cached.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{cached}.lock"):
+        if not (cached / name / "manifest.json").is_file():
+            shutil.rmtree(cached / name, ignore_errors=True)  # a run stopped mid-export
+            export(cached)
+    shutil.copytree(cached / name, folder / name)
+    return folder / name
+
+
+def tiny_model(folder: Path, name: str = "tiny", **kwargs: Any) -> Path:
+    """What :func:`export_tiny_model` exports, through :func:`shared_export`."""
+    key = repr(("tiny", name, sorted(kwargs.items())))
+    return shared_export(key, folder, name, lambda into: export_tiny_model(into, name, **kwargs))
+
+
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A read-only exported model folder, made once per session; copy it before changing it."""
-    return export_tiny_model(
+    """A read-only exported model folder, made once per run; copy it before changing it."""
+    return tiny_model(
         tmp_path_factory.mktemp("exported"),
         aliases=("day2night",),
         domains={"A": "day", "B": "night"},

@@ -122,3 +122,29 @@ def test_every_room_is_in_the_layers_contract_and_the_architecture_page() -> Non
         room for room in rooms if f"`{room}`" not in page and f"service/{room}/" not in page
     )
     assert not missing, f"not on docs/architecture.md: {missing}"
+
+
+def _calls(node: ast.AST, *names: str) -> Iterator[ast.Call]:
+    """Calls in `node` to `x.name(...)` or `name(...)` for each of `names`."""
+    for call in ast.walk(node):
+        if isinstance(call, ast.Call):
+            function = call.func
+            called = function.attr if isinstance(function, ast.Attribute) else None
+            called = called or (function.id if isinstance(function, ast.Name) else None)
+            if called in names:
+                yield call
+
+
+def test_tests_wait_on_conditions_never_for_fixed_times_nor_assert_durations() -> None:
+    """A sleep used to synchronise and a bound on a duration are races on a shared machine:
+    tests wait on a condition (tests/waiting.py, the one poll) and leave speed to bench/."""
+    found = []
+    for path, tree in _modules("tests"):
+        where = path.relative_to(ROOT)
+        if where.as_posix() != "tests/waiting.py":
+            found += [f"{where}:{c.lineno} sleeps" for c in _calls(tree, "sleep")]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assert):
+                clocks = list(_calls(node, "monotonic", "perf_counter"))
+                found += [f"{where}:{node.lineno} asserts a duration" for _ in clocks[:1]]
+    assert not found, "\n".join(found)

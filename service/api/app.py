@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from service import failpoints
 from service.api.error_handlers import AllowedMethods, install_error_handlers
 from service.api.metrics import Metrics
 from service.api.middleware import ServiceMiddleware
@@ -86,22 +87,25 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    if settings.rate_limit is None:
+        return None
+    return RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+
+
 def create_app(
     settings: Settings | None = None, *, on_ready: Callable[[str], None] | None = None
 ) -> FastAPI:
     """The app; `on_ready(mode)` runs once models are loaded (or Redis is set up)."""
     settings = settings or get_settings()
-    limiter = (
-        RateLimiter(settings.rate_limit, settings.rate_limit_burst) if settings.rate_limit else None
-    )
-    state = ServiceState(
-        settings=settings, metrics=Metrics(), keys=ApiKeys(settings.api_keys), limiter=limiter
-    )
+    keys, limiter = ApiKeys(settings.api_keys), _rate_limiter(settings)
+    state = ServiceState(settings=settings, metrics=Metrics(), keys=keys, limiter=limiter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.catalog = ModelCatalog(ModelStore(settings.store, cache_dir=settings.cache_dir))
         favour_interactive()  # bulk chunks may run in this process (embedded mode)
+        disarm = failpoints.arm(settings.failpoints)
         state.translator = await start_translator(settings)
         jobs, stop_jobs = await run_in_threadpool(start_jobs, settings, state.translator)
         state.jobs = jobs
@@ -122,6 +126,7 @@ def create_app(
             await run_in_threadpool(stop_jobs)  # running chunks finish with the translator
             translator, state.translator = state.translator, None
             await translator.close()
+            disarm()
 
     app = FastAPI(
         title="unpaired",

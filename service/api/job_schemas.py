@@ -84,6 +84,10 @@ class JobView(BaseModel):
     throughput: float | None = Field(description="images per second since the job started")
     eta_seconds: float | None = Field(description="estimated seconds left at that throughput")
     errors: list[ItemErrorView] = Field(description="failed images and why (at most 1,000)")
+    chunks_writing: int = Field(
+        description="chunks of images still being translated and written; a cancelled job's "
+        "counts and outputs are final once this is 0"
+    )
     source: str | None = None
     destination: str | None = None
     result_url: str = Field(description="GET it once the job has finished")
@@ -109,6 +113,7 @@ class JobView(BaseModel):
             errors=[ItemErrorView(item=e.item, error=e.error) for e in status.errors]
             if with_errors
             else [],
+            chunks_writing=status.writing,
             source=spec.source,
             destination=spec.destination,
             result_url=f"/v1/jobs/{spec.id}/result",

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from service import failpoints
 from service.distributed.bulk_task import BulkSlots, register_bulk_task
 from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
 from service.distributed.delivery import mark_received
@@ -45,6 +46,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     then the bulk queue; Redis is asked in that order, so interactive requests go first)."""
     configure_logging(settings.log_format, settings.log_level)
     favour_interactive()
+    failpoints.arm(settings.failpoints)
     assert settings.broker_url is not None
     name = name or settings.worker_name or default_worker_name()
     queues = list(queues) or [settings.queue, settings.bulk_queue]

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Final
 
+from service import failpoints
 from service.errors import BatcherClosed, DeadlineExceeded, WorkDropped
 from service.inference import image_io
 from service.inference.admission import (
@@ -105,6 +106,7 @@ class LocalTranslator:
         )
 
     def _run(self, key: BatchKey, images: list[DecodedImage]) -> list[DecodedImage | Exception]:
+        failpoints.hit("batch", (key.model, "bulk" if key.background else "interactive"))
         return self.pool.engine(key.model, key.direction).translate_each(images)
 
     def _decode_and_submit(
@@ -132,6 +134,7 @@ class LocalTranslator:
                 reservation = self.budget.try_reserve(cost, large=large, what=what)
 
         try:
+            failpoints.hit("decode", (request.name, request.request_id))
             image = image_io.decode_image(
                 request.data, limits=self.limits, name=request.name, admit=admit
             )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import numpy.typing as npt
 
+from service import failpoints
 from service.inference import image_io, tiling
 from service.inference.image_io import DecodedImage
 
@@ -103,6 +104,7 @@ class TiledTranslation:
         """Run the next unit of work: the statistics pass first (if any), then a tile batch."""
         if self.done:
             raise RuntimeError("the translation is already finished")
+        failpoints.hit("step", f"{self.height}x{self.width}")
         if self._thumbnail is not None:
             small = image_io.to_network([self._thumbnail])
             _, self._stats = self._runner.run_shared(small, None)  # (1, S)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from service import failpoints
 from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import TransientChunkError, run_chunk
 from service.jobs.job_store import JobStore
@@ -62,6 +63,7 @@ def attempt_chunk(
         spec = store.start_chunk(job_id, index)
         if spec is None:
             return None
+        failpoints.hit("chunk", f"{job_id}/{index}", error=TransientChunkError)
         outcome = run_chunk(
             spec,
             store.chunk_items(job_id, index),

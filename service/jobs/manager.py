@@ -11,14 +11,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from service.errors import IntakeError, JobNotFinished, JobNotFound
 from service.inference.requests import OutputSpec
 from service.jobs.intake import Intake
 from service.jobs.job_store import JobStore
-from service.jobs.records import JobSpec, JobStatus
+from service.jobs.records import JobSpec, JobState, JobStatus
 from service.jobs.storage import JobFiles, Storage
 from service.settings import Settings
 
@@ -140,10 +140,17 @@ class JobManager:
         status = self.store.get(job_id) if _plausible(job_id) else None
         if status is None or (owner is not None and status.spec.owner != owner):
             raise JobNotFound(f"no job {job_id!r}")
-        return status
+        return self._with_writing(status)
 
     def page(self, owner: str | None, limit: int, before: float | None) -> list[JobStatus]:
-        return self.store.page(owner, limit, before)
+        return [self._with_writing(s) for s in self.store.page(owner, limit, before)]
+
+    def _with_writing(self, status: JobStatus) -> JobStatus:
+        """The status with its chunks still writing: a cancelled job's counts and outputs are
+        final once none is."""
+        if status.state not in (JobState.RUNNING, JobState.CANCELLED):
+            return status  # nothing started yet, or every chunk recorded
+        return replace(status, writing=self.store.running_chunks(status.spec.id))
 
     def finished(self, job_id: str, owner: str | None) -> JobStatus:
         """The job, once it has ended; :class:`JobNotFinished` while it is queued or running."""
@@ -160,7 +167,7 @@ class JobManager:
         status = self.store.cancel(job_id)
         if status is None:
             raise JobNotFound(f"no job {job_id!r}")
-        return status
+        return self._with_writing(status)
 
     def delete(self, job_id: str, owner: str | None) -> None:
         """Forget a finished job with its uploaded inputs and its outputs (those written to a

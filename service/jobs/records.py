@@ -109,6 +109,7 @@ class JobStatus:
     started_at: float | None
     finished_at: float | None
     errors: list[ItemError]  # the first `errors_limit` failures, in no particular order
+    writing: int = 0  # chunks started and not yet recorded (JobManager fills it in)
 
     @property
     def finished(self) -> bool:

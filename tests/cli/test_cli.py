@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.conftest import read_losses
+from tests.waiting import wait_until
 
 TINY_FLAGS = [
     "--size", "32", "--generator", "resnet_6blocks", "--ngf", "4", "--ndf", "4",
@@ -111,6 +111,12 @@ def test_resume_with_another_architecture_is_refused(tmp_path: Path) -> None:
     assert [r["step"] for r in read_losses(run)] == [1, 2]
 
 
+def logged_steps(run: Path, proc: subprocess.Popen[str]) -> int:
+    """Steps the running training `proc` has logged in `run` (it must still be running)."""
+    assert proc.poll() is None, f"training exited early: {proc.communicate()[1]}"
+    return len(read_losses(run)) if (run / "losses.jsonl").exists() else 0
+
+
 def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -118,10 +124,7 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
          "--out", str(run), *TINY_FLAGS],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (run / "losses.jsonl").exists() or len(read_losses(run)) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: logged_steps(run, proc) >= 2, "two steps logged", timeout=120)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -143,10 +146,7 @@ def test_resume_or_start_starts_then_a_retry_continues_from_the_checkpoint(
     command = [sys.executable, "-m", "cli", "train", "--resume-or-start", "--dataset",
                "day2night", "--max-steps", "60", "--out", str(run), *TINY_FLAGS]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run / "losses.jsonl").exists() or len(read_losses(run)) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: logged_steps(run, proc) >= 2, "two steps logged", timeout=120)
     proc.send_signal(signal.SIGTERM)  # what the kubelet sends a pod that is preempted
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

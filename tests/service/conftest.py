@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +12,35 @@ import pytest
 from cli.local_redis import LocalRedis
 
 
-def _require(binary: str, package: str) -> None:
-    """Missing system packages fail in CI (the set-up installs them) and skip elsewhere."""
-    if shutil.which(binary) is None:
+def require_binary(binary: str, package: str) -> str:
+    """The path of a system program the tests drive for real. Missing, it fails in CI (the
+    set-up installs it: `make system-deps`) and skips elsewhere, with the package to install."""
+    found = shutil.which(binary)
+    if found is None:
         message = f"{binary} is not installed (apt-get install {package}; `make system-deps`)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    return found
+
+
+@pytest.fixture(scope="session")
+def make_redis() -> Callable[..., LocalRedis]:
+    """Private redis-servers: `with make_redis(folder) as server:` (or `persistent=True` for
+    an append-only file), each on a free port and stopped afterwards, never the shared one.
+    The one way tests get a Redis, so a machine without redis-server says so once, readably."""
+    require_binary("redis-server", "redis-server")
+    return LocalRedis
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
-    """A private redis-server on a free port, stopped afterwards (never the shared one)."""
-    _require("redis-server", "redis-server")
-    with LocalRedis(tmp_path / "redis") as server:
+def redis_server(make_redis: Callable[..., LocalRedis], tmp_path: Path) -> Iterator[LocalRedis]:
+    """A private redis-server for one test."""
+    with make_redis(tmp_path / "redis") as server:
         yield server
 
 
-@pytest.fixture
-def require_chromium() -> None:
-    _require("chromium", "chromium")
-    _require("chromedriver", "chromium-driver")
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver, (browser, driver) paths."""
+    return require_binary("chromium", "chromium"), require_binary("chromedriver", "chromium-driver")

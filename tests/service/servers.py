@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 
 from cli.launch import API_COMMAND, WORKER_COMMAND, python_command
 from cli.local_redis import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def service_env(store: Path, **settings: object) -> dict[str, str]:
             "UNPAIRED_LOG_FORMAT": "json",
             "UNPAIRED_CACHE_DIR": str(store.parent / "cache"),
             # each server its own job folder and database (one server per SQLite database)
-            "UNPAIRED_JOBS_DIR": tempfile.mkdtemp(prefix="unpaired-jobs-"),
+            "UNPAIRED_JOBS_DIR": tempfile.mkdtemp(prefix="jobs-", dir=store.parent),
         }
     )
     env.update({f"UNPAIRED_{k.upper()}": str(v) for k, v in settings.items()})
@@ -72,34 +72,33 @@ class Server:
 
     def wait_started(self, timeout: float = 60) -> None:
         """Until the server answers /healthz (models loaded: the lifespan ran)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the server did not start:\n{self.log.read_text()[-3000:]}")
+        wait_until(
+            lambda: self._answers("/healthz") is not None,
+            lambda: f"the server did not start:\n{self.log.read_text()[-3000:]}",
+            timeout=timeout,
+            interval=0.1,
+        )
 
     def wait_ready(self, timeout: float = 60) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                response = httpx.get(f"{self.url}/readyz", timeout=2)
-                last = response.text
-                if response.status_code == 200:
-                    body: dict[str, object] = response.json()
-                    return body
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.1)
-        raise TimeoutError(f"not ready: {last}\n{self.log.read_text()[-3000:]}")
+        return wait_until(
+            lambda: self._answers("/readyz"),
+            lambda: f"not ready:\n{self.log.read_text()[-3000:]}",
+            timeout=timeout,
+            interval=0.1,
+        )
+
+    def _answers(self, path: str) -> dict[str, object] | None:
+        """The JSON of a 200 from `path`, or None (not yet); an exited server fails here."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
+        try:
+            response = httpx.get(f"{self.url}{path}", timeout=5)
+        except httpx.TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        body: dict[str, object] = response.json()
+        return body
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -151,12 +150,12 @@ def wait_for_workers(
 ) -> None:
     """Until the server's /readyz counts `count` live workers (each has loaded its models and
     consumes); readiness alone does not say so (workers may be scaled to zero)."""
-    deadline = time.monotonic() + timeout
-    response: httpx.Response | None = None
-    while time.monotonic() < deadline:
+    last: list[str] = [""]
+
+    def counted() -> bool:
         assert all(p.poll() is None for p in processes), "a worker exited"
         response = httpx.get(f"{url}/readyz", timeout=5)
-        if response.status_code == 200 and response.json()["checks"]["workers"] == count:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{count} workers never became live: {response.text if response else ''}")
+        last[0] = response.text
+        return response.status_code == 200 and response.json()["checks"]["workers"] == count
+
+    wait_until(counted, lambda: f"{count} workers never became live: {last[0]}", timeout=timeout)

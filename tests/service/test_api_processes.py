@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from cli.launch import API_COMMAND
 from cli.local_redis import LocalRedis
 from tests.service.api.conftest import png
 from tests.service.servers import ROOT, running_server, running_workers, service_env
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -36,17 +37,21 @@ def _ready_pids(log: Path) -> set[int]:
     return pids
 
 
-def test_two_api_processes_answer_on_one_port(tmp_path: Path, model_store: Path) -> None:
+def test_two_api_processes_answer_on_one_port(
+    tmp_path: Path, model_store: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
     log = tmp_path / "api.log"
-    with LocalRedis(tmp_path / "redis") as redis:
+    with make_redis(tmp_path / "redis") as redis:
         env = service_env(model_store, broker_url=redis.url)
         with (
             running_workers(env, tmp_path),
             running_server(env, log, command=(*API_COMMAND, "--processes", "2")) as server,
         ):
-            deadline = time.monotonic() + 60  # /readyz answers once the first one is ready
-            while len(pids := _ready_pids(log)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.2)
+            # /readyz answers once the first one is ready
+            pids = wait_until(
+                lambda: _ready_pids(log) if len(_ready_pids(log)) >= 2 else None,
+                lambda: f"two API processes ready: {log.read_text()[-2000:]}",
+            )
             children = psutil.Process(server.process.pid).children(recursive=True)
             assert len(pids) == 2 and pids <= {c.pid for c in children}, log.read_text()[-2000:]
 

@@ -13,15 +13,13 @@ import io
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from cli.local_redis import LocalRedis
 from service.api.app import create_app
@@ -30,6 +28,7 @@ from service.store.model_store import ModelStore
 from tests.service.api import conftest as api_fixtures
 from tests.service.api.conftest import png
 from tests.service.api.test_translate_api import BAD_REQUESTS
+from tests.service.gates import Gate, failpoints
 from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -40,6 +39,7 @@ GOOD = {"authorization": "Bearer good"}
 SPAM = {"authorization": "Bearer spam"}
 BURST = 400  # requests one key may send at once: more than every case below together
 TRANSLATE = "/v1/models/tiny/translate?direction=AtoB"
+LATE_REQUEST = "held-past-the-deadline"  # the request id the decode gate holds
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,6 @@ class Case:
     code: str | None  # None: any code (the status is what is compared)
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)  # httpx's content= / files= / json=
-
-
-def _big_png(side: int) -> bytes:
-    """A large image that is small as a file (a repeating gradient compresses well)."""
-    y, x = np.mgrid[0:side, 0:side]
-    rgb = np.dstack([x % 256, y % 256, (x + y) % 256]).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _zip(count: int) -> bytes:
@@ -156,20 +147,23 @@ def _answer(response: httpx.Response) -> tuple[int, str | None]:
     return response.status_code, response.json()["error"]["code"]
 
 
-def _unfinished_result(client: httpx.Client) -> tuple[int, str | None]:
-    """A job of one large image, asked for its result at once: 409 while it runs."""
-    files = {"archive": ("big.zip", _zip_of(_big_png(2048)))}
+def _unfinished_result(client: httpx.Client, gates: Gates) -> tuple[int, str | None]:
+    """A job whose chunk is held at its gate, asked for its result: 409 while it runs."""
+    files = {"archive": ("one.zip", _zip_of(png()))}
     submitted = client.post(
         "/v1/jobs", headers=GOOD, data={"model": "tiny", "direction": "AtoB"}, files=files
     )
     assert submitted.status_code == 202, submitted.text
-    return _answer(client.get(f"{submitted.json()['result_url']}", headers=GOOD))
+    gates.chunk.wait_reached()
+    answer = _answer(client.get(f"{submitted.json()['result_url']}", headers=GOOD))
+    gates.chunk.open()
+    return answer
 
 
 def _zip_of(image: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("big.png", image)
+        archive.writestr("one.png", image)
     return buffer.getvalue()
 
 
@@ -181,13 +175,12 @@ def _over_the_rate_limit(client: httpx.Client) -> tuple[int, str | None]:
     return _answer(response)
 
 
-def _past_the_deadline(client: httpx.Client) -> tuple[int, str | None]:
-    """An image that takes far longer than the server's 4 s request deadline: ~27 s of CPU on
-    2 AVX-512 cores (4000 pixels a side, ~9 s, finished in time on a faster CI machine and came
-    back as a PNG). Tiling stops at the deadline, so the size costs no more than 4 s."""
-    response = client.post(
-        TRANSLATE, headers={**GOOD, "content-type": "image/png"}, content=_big_png(7000)
-    )
+def _past_the_deadline(client: httpx.Client, gates: Gates) -> tuple[int, str | None]:
+    """An image held at its decoding (a failpoint gate) past the server's 4 s deadline: late
+    on every machine, however fast (a large image once finished in time on a faster one)."""
+    headers = {**GOOD, "content-type": "image/png", "x-request-id": LATE_REQUEST}
+    response = client.post(TRANSLATE, headers=headers, content=png())
+    gates.decode.open()
     return _answer(response)
 
 
@@ -198,12 +191,30 @@ EXPECTED_LAST = {
 }
 
 
-def answers_of(url: str) -> dict[str, tuple[int, str | None]]:
+@dataclass(frozen=True)
+class Gates:
+    """Where one server's timed cases wait: the job's chunk, and the late request's decoding."""
+
+    chunk: Gate
+    decode: Gate
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Gates:
+        return cls(Gate(folder / "chunk"), Gate(folder / "decode"))
+
+    def failpoints(self) -> str:
+        return failpoints(
+            self.chunk.failpoint("chunk"),
+            self.decode.failpoint("decode", match=LATE_REQUEST),
+        )
+
+
+def answers_of(url: str, gates: Gates) -> dict[str, tuple[int, str | None]]:
     with httpx.Client(base_url=url, timeout=120) as client:
         found = {name: _send(client, case) for name, case in CASES.items()}
-        found[LAST[0]] = _unfinished_result(client)
+        found[LAST[0]] = _unfinished_result(client, gates)
         found[LAST[1]] = _over_the_rate_limit(client)
-        found[LAST[2]] = _past_the_deadline(client)
+        found[LAST[2]] = _past_the_deadline(client, gates)
     return found
 
 
@@ -229,9 +240,10 @@ def store(
     return root
 
 
-def _env(store: Path, **extra: object) -> dict[str, str]:
+def _env(store: Path, gates: Gates, **extra: object) -> dict[str, str]:
     return service_env(
         store,
+        failpoints=gates.failpoints(),
         models="tiny,oneway",  # `tampered` is only opened by the request that asks for it
         api_keys="good,spam",
         rate_limit=0.001,
@@ -245,17 +257,19 @@ def _env(store: Path, **extra: object) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def answers(
-    store: Path, tmp_path_factory: pytest.TempPathFactory
+    store: Path, tmp_path_factory: pytest.TempPathFactory, make_redis: Callable[..., LocalRedis]
 ) -> Iterator[dict[str, dict[str, tuple[int, str | None]]]]:
     logs = tmp_path_factory.mktemp("parity-logs")
     found: dict[str, dict[str, tuple[int, str | None]]] = {}
-    with running_server(_env(store), logs / "embedded.log") as server:
-        found["embedded"] = answers_of(server.url)
-    with LocalRedis(tmp_path_factory.mktemp("parity-redis")) as redis:
-        env = _env(store, broker_url=redis.url)
+    gates = Gates.in_folder(tmp_path_factory.mktemp("embedded-gates"))
+    with running_server(_env(store, gates), logs / "embedded.log") as server:
+        found["embedded"] = answers_of(server.url, gates)
+    gates = Gates.in_folder(tmp_path_factory.mktemp("distributed-gates"))
+    with make_redis(tmp_path_factory.mktemp("parity-redis")) as redis:
+        env = _env(store, gates, broker_url=redis.url)
         with running_workers(env, logs), running_server(env, logs / "api.log") as server:
             wait_for_workers(server.url, 1)
-            found["distributed"] = answers_of(server.url)
+            found["distributed"] = answers_of(server.url, gates)
     yield found
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from cli.local_redis import LocalRedis
 from tests.cli.test_cli import assert_user_error, unpaired
-from tests.service.jobs.test_jobs_end_to_end import outputs, wait_until
+from tests.service.jobs_http import outputs, wait_for_job
 from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 from tests.training.test_onnx_import import save, two_inputs
 
@@ -115,7 +115,7 @@ def job_output(url: str, photo: Path) -> bytes:
     )
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["id"]
-    assert wait_until(url, job_id, timeout=120)["state"] == "succeeded"
+    assert wait_for_job(url, job_id, timeout=120)["state"] == "succeeded"
     (output,) = outputs(url, job_id).values()
     return output
 

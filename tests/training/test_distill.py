@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,9 +18,10 @@ from safetensors.torch import load_file
 
 from models.complexity import architecture_complexity
 from models.manifest import Architecture, parse_manifest
-from tests.cli.test_cli import TINY_FLAGS, assert_user_error, read_losses, unpaired
-from tests.service.jobs.test_jobs_end_to_end import outputs, wait_until
+from tests.cli.test_cli import TINY_FLAGS, assert_user_error, logged_steps, read_losses, unpaired
+from tests.service.jobs_http import outputs, wait_for_job
 from tests.service.servers import running_server, service_env
+from tests.waiting import wait_until
 from training.distill import CACHE_DIR, fidelity
 from training.evaluate import load_run_generators
 
@@ -91,7 +91,7 @@ def test_distil_export_and_serve_with_fidelity_and_macs(teacher: Path, tmp_path:
             timeout=30,
         )
         assert job.status_code == 202, job.text
-        assert wait_until(server.url, job.json()["id"], timeout=120)["state"] == "succeeded"
+        assert wait_for_job(server.url, job.json()["id"], timeout=120)["state"] == "succeeded"
         (served,) = outputs(server.url, job.json()["id"]).values()
         assert served == answer.content
 
@@ -127,9 +127,7 @@ def test_resume_continues_exactly_and_ctrl_c_saves(teacher: Path, tmp_path: Path
     command = [sys.executable, "-m", "cli", "distill", str(teacher), "--out", str(stopped),
                "--max-steps", "500", "--checkpoint-every", "2", *STUDENT]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    while not (stopped / "losses.jsonl").exists() or len(read_losses(stopped)) < 2:
-        assert proc.poll() is None
-        time.sleep(0.2)
+    wait_until(lambda: logged_steps(stopped, proc) >= 2, "two steps logged", timeout=120)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

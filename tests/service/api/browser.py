@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,13 @@ def downloads(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def browser(tmp_path: Path, downloads: Path) -> Iterator[webdriver.Chrome]:
+def browser(
+    chromium: tuple[str, str], tmp_path: Path, downloads: Path
+) -> Iterator[webdriver.Chrome]:
+    """A headless Chromium for one test (the one way tests get a browser)."""
+    binary, driver_path = chromium
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = binary
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -33,7 +38,7 @@ def browser(tmp_path: Path, downloads: Path) -> Iterator[webdriver.Chrome]:
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
     try:
         yield driver
     finally:
@@ -42,3 +47,13 @@ def browser(tmp_path: Path, downloads: Path) -> Iterator[webdriver.Chrome]:
 
 def wait(driver: webdriver.Chrome, seconds: float = 30) -> WebDriverWait:  # type: ignore[type-arg]
     return WebDriverWait(driver, seconds)
+
+
+def screenshot(driver: webdriver.Chrome, folder: Path, name: str) -> Path:
+    """The page as a PNG in `folder` (the test's temporary one). `make screenshots` sets
+    UNPAIRED_SCREENSHOTS_DIR=docs to refresh the pictures in the docs; a plain test run never
+    writes into the checkout."""
+    target = Path(os.environ.get("UNPAIRED_SCREENSHOTS_DIR") or folder) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(target)), f"no screenshot written to {target}"
+    return target

@@ -38,19 +38,20 @@ def one_way_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from models import build_generator
     from models.manifest import Architecture
-    from tests.conftest import TINY_ARCH
+    from tests.conftest import TINY_ARCH, shared_export
     from training.export import ExportOptions, export_generators
 
-    torch.manual_seed(1)
-    target = tmp_path_factory.mktemp("one-way") / "oneway"
-    export_generators(
-        {"AtoB": build_generator("resnet_6blocks", ngf=4).eval()},
-        target,
-        name="oneway",
-        architecture=Architecture(**TINY_ARCH),
-        options=ExportOptions(tiled=False),
-    )
-    return target
+    def export(into: Path) -> None:
+        torch.manual_seed(1)
+        export_generators(
+            {"AtoB": build_generator("resnet_6blocks", ngf=4).eval()},
+            into / "oneway",
+            name="oneway",
+            architecture=Architecture(**TINY_ARCH),
+            options=ExportOptions(tiled=False),
+        )
+
+    return shared_export("oneway", tmp_path_factory.mktemp("one-way"), "oneway", export)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.service.api.conftest import png
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -156,10 +156,12 @@ def test_the_generated_client_runs_a_bulk_job(client_package: ModuleType, live_u
     job = jobs["submit_job"].sync(client=client, body=body)
     assert isinstance(job, models.JobView), job
     assert job.model == "tiny" and job.counts.total == 4
-    deadline = time.monotonic() + 120
-    while job.state.value in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.2)
-        job = jobs["get_job"].sync(job.id, client=client)
+
+    def ended() -> object:
+        now = jobs["get_job"].sync(job.id, client=client)
+        return now if now.state.value not in ("queued", "running") else None
+
+    job = wait_until(ended, "the job ended", timeout=120)
     assert job.state == models.JobViewState.PARTIALLY_FAILED, job
     assert (job.counts.done, job.counts.failed) == (3, 1)
     assert [e.item for e in job.errors] == ["notes.png"]

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,34 @@ from fastapi.testclient import TestClient
 
 from tests.cli.test_cli import unpaired
 from tests.service.distributed.test_distributed import photos
+from tests.service.gates import Gate
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def wait_done(client: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} did not finish: {job}")
+    last: dict[str, Any] = {}
+
+    def ended() -> dict[str, Any] | None:
+        last.update(client.get(f"/v1/jobs/{job_id}").json())
+        return dict(last) if last["state"] not in ("queued", "running") else None
+
+    return wait_until(ended, lambda: f"job {job_id} did not finish: {last}", timeout=timeout)
+
+
+def wait_settled(
+    client: TestClient, job_id: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The job once it has ended and no chunk still writes: its counts and outputs are final."""
+    last: dict[str, Any] = {}
+
+    def final() -> dict[str, Any] | None:
+        last.update(client.get(f"/v1/jobs/{job_id}", headers=headers).json())
+        ended = last["state"] not in ("queued", "running") and not last["chunks_writing"]
+        return dict(last) if ended else None
+
+    return wait_until(final, lambda: f"job {job_id} never settled: {last}")
 
 
 def zip_of(entries: dict[str, bytes]) -> bytes:
@@ -276,12 +291,17 @@ def test_bad_submissions_are_clear_errors(api: Any, tmp_path: Path) -> None:
             assert set(response.json()["error"]) >= {"code", "message"}
 
 
+def _held(gate: Gate, at: str = "chunk", **options: Any) -> list[dict[str, Any]]:
+    return [gate.failpoint(at, **options)]
+
+
 def test_cancel_list_and_keys(api: Any, tmp_path: Path) -> None:
     paths = photos(tmp_path / "in", 24)
     archive = zip_of({p.name: p.read_bytes() for p in paths})
     mine = {"Authorization": "Bearer key-one"}
     theirs = {"Authorization": "Bearer key-two"}
-    with api(api_keys="key-one,key-two", chunk_size=2) as client:
+    held = Gate(tmp_path / "held")  # every chunk waits here until the job is cancelled
+    with api(api_keys="key-one,key-two", chunk_size=2, failpoints=_held(held)) as client:
         response = client.post(
             "/v1/jobs",
             data={"model": "tiny", "direction": "AtoB"},
@@ -289,14 +309,16 @@ def test_cancel_list_and_keys(api: Any, tmp_path: Path) -> None:
             headers=mine,
         )
         job = response.json()
+        held.wait_reached()
         cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=mine).json()
-        assert cancelled["state"] in ("cancelled", "succeeded")
-        time.sleep(0.5)  # chunks already running finish; no new one starts
-        after = client.get(f"/v1/jobs/{job['id']}", headers=mine).json()
-        if cancelled["state"] == "cancelled":
-            assert after["state"] == "cancelled" and after["counts"]["done"] < 24
-            kept = client.get(after["result_url"], headers=mine)
-            assert kept.status_code == 200  # the finished outputs stay downloadable
+        assert cancelled["state"] == "cancelled" and cancelled["counts"]["done"] == 0
+        held.open()
+        after = wait_settled(client, job["id"], headers=mine)  # running chunks end, none starts
+        assert after["state"] == "cancelled" and after["counts"]["done"] < 24
+        kept = client.get(after["result_url"], headers=mine)
+        assert kept.status_code == 200  # the finished outputs stay downloadable
+        with zipfile.ZipFile(io.BytesIO(kept.content)) as outputs:
+            assert len(outputs.namelist()) == after["counts"]["done"]
         assert client.get(f"/v1/jobs/{job['id']}", headers=theirs).status_code == 404
         assert client.get("/v1/jobs", headers=theirs).json()["jobs"] == []
         listed = client.get("/v1/jobs", headers=mine).json()
@@ -305,36 +327,43 @@ def test_cancel_list_and_keys(api: Any, tmp_path: Path) -> None:
         assert client.delete(f"/v1/jobs/{job['id']}", headers=theirs).status_code == 404
 
 
+def test_cancelling_a_finished_job_changes_nothing(api: Any, tmp_path: Path) -> None:
+    paths = photos(tmp_path / "in", 4)
+    archive = zip_of({p.name: p.read_bytes() for p in paths})
+    with api(chunk_size=2) as client:
+        job = submit_zip(client, archive)
+        done = wait_done(client, job["id"])
+        assert done["state"] == "succeeded"
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["state"] == "succeeded"
+        assert cancelled.json()["counts"] == done["counts"]
+
+
 def test_a_finished_job_is_deleted_with_its_files_a_running_one_is_not(
     api: Any, tmp_path: Path
 ) -> None:
     paths = photos(tmp_path / "in", 30)
     archive = zip_of({p.name: p.read_bytes() for p in paths})
     jobs_dir = tmp_path / "jobs"
-    with api(chunk_size=1, jobs_dir=str(jobs_dir)) as client:
-        job = client.post(
-            "/v1/jobs",
-            data={"model": "tiny", "direction": "AtoB"},
-            files={"archive": ("in.zip", archive)},
-        ).json()
+    held = Gate(tmp_path / "held")  # the first chunk waits here: the job is running
+    with api(chunk_size=1, jobs_dir=str(jobs_dir), failpoints=_held(held, times=1)) as client:
+        job = submit_zip(client, archive)
+        held.wait_reached()
         early = client.delete(f"/v1/jobs/{job['id']}")
-        finished = client.post(f"/v1/jobs/{job['id']}/cancel").json()
-        while finished["state"] in ("queued", "running"):  # chunks running end, none starts
-            time.sleep(0.1)
-            finished = client.get(f"/v1/jobs/{job['id']}").json()
-        assert (jobs_dir / job["id"]).is_dir()
-        deadline = time.monotonic() + 30
-        deleted = client.delete(f"/v1/jobs/{job['id']}")
-        while deleted.status_code == 409 and time.monotonic() < deadline:
-            # cancelled, but its last chunk is still writing: not deletable yet
-            assert "still being written" in deleted.json()["error"]["message"]
-            time.sleep(0.1)
-            deleted = client.delete(f"/v1/jobs/{job['id']}")
-        gone = client.get(f"/v1/jobs/{job['id']}")
-        again = client.delete(f"/v1/jobs/{job['id']}")
-    if early.status_code != 204:  # the job may already have ended (a fast machine)
         assert early.status_code == 409, early.text
         assert early.json()["error"]["code"] == "job_not_finished"
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+        assert cancelled["state"] == "cancelled" and cancelled["chunks_writing"] >= 1
+        writing = client.delete(f"/v1/jobs/{job['id']}")  # its held chunk is still running
+        assert writing.status_code == 409, writing.text
+        assert "still being written" in writing.json()["error"]["message"]
+        held.open()
+        wait_settled(client, job["id"])
+        assert (jobs_dir / job["id"]).is_dir()
+        deleted = client.delete(f"/v1/jobs/{job['id']}")
+        gone = client.get(f"/v1/jobs/{job['id']}")
+        again = client.delete(f"/v1/jobs/{job['id']}")
     assert deleted.status_code == 204 and deleted.content == b""
     assert gone.status_code == 404 and again.status_code == 404
     assert not (jobs_dir / job["id"]).exists()  # inputs and outputs removed with it

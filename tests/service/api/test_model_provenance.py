@@ -17,7 +17,7 @@ from selenium.webdriver.support.select import Select
 
 from models.manifest import MANIFEST_FILE, ImportSource, SourceFile
 from service.store.model_store import ModelStore
-from tests.conftest import TINY_ARCH, export_tiny_model
+from tests.conftest import TINY_ARCH, tiny_model
 from tests.service.api.browser import wait
 from tests.service.api.conftest import ClientFactory, png
 from tests.service.servers import running_server, service_env
@@ -55,7 +55,7 @@ def imported_about(description: str = "Horses to zebras, from the CycleGAN paper
 
 @pytest.fixture(scope="module")
 def imported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny_model(
+    return tiny_model(
         tmp_path_factory.mktemp("imported"),
         "imported",
         about=imported_about(),
@@ -279,7 +279,6 @@ def test_a_student_names_its_teacher_its_macs_and_how_closely_it_follows(
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.usefixtures("require_chromium")
 def test_the_page_shows_where_the_model_came_from_as_text(
     browser: webdriver.Chrome, model_store: Path, imported_model: Path, tmp_path: Path
 ) -> None:
@@ -308,7 +307,6 @@ def test_the_page_shows_where_the_model_came_from_as_text(
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.usefixtures("require_chromium")
 def test_the_page_shows_what_a_student_was_distilled_from(
     browser: webdriver.Chrome, model_store: Path, exported_model: Path, tmp_path: Path
 ) -> None:

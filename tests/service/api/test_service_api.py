@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from service.logs import JsonFormatter
 from service.store.model_store import ModelStore
-from tests.conftest import export_tiny_model
+from tests.conftest import tiny_model
 from tests.service.api.conftest import ClientFactory, png
+from tests.waiting import wait_until
 
 URL = "/v1/models/tiny/translate?direction=AtoB"
 PNG = {"content-type": "image/png"}
@@ -46,8 +46,11 @@ def test_a_model_published_while_serving_is_listed_and_served(
 ) -> None:
     with api() as client:
         assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["tiny"]
-        ModelStore(model_store).publish(export_tiny_model(tmp_path / "new", "late", seed=3))
-        time.sleep(1.1)  # the catalog rereads the store at most once a second for unknown names
+        ModelStore(model_store).publish(tiny_model(tmp_path / "new", "late", seed=3))
+        # the catalog rereads the store for an unknown name, at most once a second
+        wait_until(
+            lambda: client.get("/v1/models/late").status_code == 200, "the new model is listed"
+        )
         served = client.post("/v1/models/late/translate?direction=AtoB", content=png(), headers=PNG)
         assert served.status_code == 200 and served.headers["x-model"] == "late"
         listed = client.get("/v1/models/late")
@@ -66,7 +69,9 @@ def test_a_model_whose_files_were_damaged_is_503_not_500(
         ModelStore(model_store).publish(damaged)
         with open(model_store / "damaged" / "AtoB.onnx", "r+b") as graph:
             graph.write(b"tampered")
-        time.sleep(1.1)
+        wait_until(
+            lambda: client.get("/v1/models/damaged").status_code == 200, "the model is listed"
+        )
         response = client.post(
             "/v1/models/damaged/translate?direction=AtoB", content=png(), headers=PNG
         )

@@ -10,6 +10,7 @@ from service.api.error_handlers import UploadsInFlightFull
 from service.api.metrics import Metrics
 from service.api.middleware import ServiceMiddleware
 from service.settings import Settings
+from tests.waiting import eventually
 
 TRANSLATE = "/v1/models/m/translate"
 
@@ -20,6 +21,7 @@ class HoldingApp:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.refused: list[Exception] = []
+        self.holding: list[str] = []  # paths of the requests read and held
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -28,6 +30,7 @@ class HoldingApp:
         except UploadsInFlightFull as exc:
             self.refused.append(exc)
             return
+        self.holding.append(scope["path"])
         await self.release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
@@ -47,7 +50,7 @@ async def _request(
     async def receive() -> dict[str, Any]:
         if parts:
             return parts.pop(0)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # the client sends nothing more
         raise AssertionError("unreachable")
 
     sent: list[dict[str, Any]] = []
@@ -71,18 +74,18 @@ def test_bodies_beyond_the_bytes_in_flight_get_503_and_room_comes_back() -> None
             body_limits={"/v1/jobs": 10_000},
         )
         first = asyncio.create_task(_request(middleware, TRANSLATE, 1000))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: app.holding == [TRANSLATE], "the first request is held")
         assert middleware.inflight_bytes == 1000
         refused = await _request(middleware, TRANSLATE, 1000)  # declared: refused at once
         assert refused[0]["status"] == 503
         assert (b"retry-after", b"1") in refused[0]["headers"]
         chunked = asyncio.create_task(_request(middleware, TRANSLATE, 1000, chunked=True))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: app.refused, "the chunked request is refused")
         assert len(app.refused) == 1  # refused while streaming: the handler answers 503
         assert app.refused[0].status == 503 and app.refused[0].code == "overloaded"
         await chunked
         job = asyncio.create_task(_request(middleware, "/v1/jobs", 5000))  # to disk: exempt
-        await asyncio.sleep(0.05)
+        await eventually(lambda: "/v1/jobs" in app.holding, "the job upload is held")
         app.release.set()
         assert (await first)[0]["status"] == 200
         assert (await job)[0]["status"] == 200

@@ -4,7 +4,6 @@ upload, progress, failed items, download (with the API key), cancel."""
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
 
@@ -14,17 +13,15 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
-from tests.service.api.browser import wait
+from tests.service.api.browser import screenshot, wait
 from tests.service.api.conftest import png
 from tests.service.servers import running_server, service_env
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(240),
-    pytest.mark.usefixtures("require_chromium"),
 ]
-
-SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web-bulk.png"
 
 
 def open_bulk_tab(driver: webdriver.Chrome, url: str, key: str | None = None) -> None:
@@ -49,14 +46,12 @@ def wait_for_state(driver: webdriver.Chrome, *states: str, seconds: float = 120)
     return state_of(driver)
 
 
-def downloaded(folder: Path, seconds: float = 30) -> Path:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done = [p for p in folder.iterdir() if p.suffix == ".zip"]
-        if done:
-            return done[0]
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing downloaded into {folder}: {list(folder.iterdir())}")
+def downloaded(folder: Path, seconds: float = 60) -> Path:
+    return wait_until(
+        lambda: next((p for p in folder.iterdir() if p.suffix == ".zip"), None),
+        lambda: f"nothing downloaded into {folder}: {list(folder.iterdir())}",
+        timeout=seconds,
+    )
 
 
 def test_an_archive_becomes_a_job_with_its_failures_listed_and_its_results_downloaded(
@@ -87,8 +82,7 @@ def test_an_archive_becomes_a_job_with_its_failures_listed_and_its_results_downl
         assert len(cells) == 1 and cells[0][0] == "photos/broken.png" and cells[0][1], cells
         assert not browser.find_element(By.ID, "bulk-cancel").is_enabled()
         browser.set_window_size(1280, 1000)  # the failed items too
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOT))
+        screenshot(browser, tmp_path, "web-bulk.png")
 
         browser.find_element(By.ID, "bulk-download").click()  # the key goes with the fetch
         job_id = browser.find_element(By.ID, "bulk-id").text

@@ -12,17 +12,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 
-from tests.service.api.browser import wait
+from tests.service.api.browser import screenshot, wait
 from tests.service.api.conftest import png
 from tests.service.servers import running_server, service_env
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.usefixtures("require_chromium"),
 ]
-
-SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web-page.png"
 
 
 def sha256_in_browser(driver: webdriver.Chrome, selector: str) -> str:
@@ -94,8 +91,7 @@ def test_upload_translate_and_see_the_result(
         assert bad.get_attribute("data-status") == "error"
         message = bad.find_element(By.CSS_SELECTOR, ".error").text
         assert message.startswith("broken.png: not a readable image")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOT))
+        screenshot(browser, tmp_path, "web-page.png")
 
 
 def test_the_page_asks_for_the_api_key_when_the_server_needs_one(

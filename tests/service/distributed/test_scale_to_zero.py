@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -34,17 +33,11 @@ from tests.service.distributed.test_distributed import (
     photos,
 )
 from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 QUEUE = "unpaired.interactive"
-
-
-async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_ready_with_no_worker_and_a_request_waits_for_one_started_later(
@@ -66,9 +59,9 @@ def test_ready_with_no_worker_and_a_request_waits_for_one_started_later(
                 pending = asyncio.ensure_future(
                     http.post(URL, content=body.read_bytes(), headers=PNG)
                 )
-                await _until(lambda: client.llen(QUEUE) == 1, 30, "the request is queued")
-                await asyncio.sleep(1.0)  # no worker: it stays queued, nobody refuses it
-                assert not pending.done() and client.llen(QUEUE) == 1
+                # accepted and queued (a refusal for want of workers would come before)
+                await eventually(lambda: client.llen(QUEUE) == 1, "the request is queued")
+                assert not pending.done()
                 with running_workers(env, tmp_path, count=1):  # only now a worker starts
                     response = await pending
                     wait_for_workers(server.url, 1)
@@ -106,12 +99,10 @@ def test_a_deadline_that_passes_with_no_worker_is_a_504_and_its_task_expires(
     )
     client = redis.Redis.from_url(redis_server.url)
     with running_server(env, tmp_path / "api.log") as server:
-        started = time.monotonic()
         late = httpx.post(server.url + URL, content=body, headers=PNG, timeout=30)
-        waited = time.monotonic() - started
+        # it waited for a worker until its deadline: not refused for want of workers
         assert late.status_code == 504, late.text
         assert late.json()["error"]["code"] == "deadline_exceeded"
-        assert 2.5 < waited < 15, waited  # it waited for a worker until the deadline
         (expired,) = _queued_task_ids(client)  # still queued: no worker ever took it
         with running_workers(env, tmp_path, count=1):
             wait_for_workers(server.url, 1)
@@ -133,7 +124,7 @@ def test_the_translator_itself_gives_up_at_the_deadline(
     TimeoutError, hence an OSError, like a lost connection)."""
     settings = Settings(store=str(model_store), broker_url=redis_server.url)
 
-    async def scenario() -> tuple[bool, float, BaseException | None]:
+    async def scenario() -> tuple[bool, BaseException | None]:
         translator = await RemoteTranslator.connect(settings)
         try:
             ready = (await translator.readiness()).ready
@@ -144,16 +135,14 @@ def test_the_translator_itself_gives_up_at_the_deadline(
                 output=OutputSpec(),
                 deadline=time.time() + 1.5,
             )
-            started = time.monotonic()
             try:
                 await translator.translate(request)
             except Exception as exc:
-                return ready, time.monotonic() - started, exc
-            return ready, time.monotonic() - started, None
+                return ready, exc
+            return ready, None
         finally:
             await translator.close()
 
-    ready, waited, error = asyncio.run(scenario())
+    ready, error = asyncio.run(scenario())
     assert ready, "no worker is needed to be ready"
     assert isinstance(error, DeadlineExceeded), repr(error)
-    assert 1.2 < waited < 5, waited

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from service.errors import WorkDropped
 from service.inference.requests import OutputSpec, TranslationRequest
 from tests.service.api.conftest import png
 from tests.service.inference.conftest import HeldDecode, tiny_translator
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -40,15 +40,6 @@ def _request() -> TranslationRequest:
     )
 
 
-def _until(condition: Callable[[], bool], timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_caller_cancelled_while_decoding_leaves_no_work_behind(
     translator: HeldDecode,
 ) -> None:
@@ -61,28 +52,35 @@ def test_a_caller_cancelled_while_decoding_leaves_no_work_behind(
 
     asyncio.run(hang_up())
     translator.may_finish.set()  # the decode ends after the caller left
-    assert _until(lambda: bool(translator.queued))
-    assert _until(lambda: translator.queued[0].cancelled())
-    assert _until(lambda: translator.budget.used == 0)
+    wait_until(lambda: translator.queued, "the decoded image was queued")
+    wait_until(lambda: translator.queued[0].cancelled(), "its queued work was cancelled")
+    wait_until(lambda: translator.budget.used == 0, "its memory was returned")
 
 
 def test_a_bulk_chunk_stopped_while_an_image_decodes_drops_that_image(
     translator: HeldDecode,
 ) -> None:
     stop = threading.Event()
+    noticed = threading.Event()  # the chunk asked whether to stop after the job was cancelled
+
+    def should_stop() -> bool:
+        if stop.is_set():
+            noticed.set()
+        return stop.is_set()
+
     results: list[Any] = []
     runner = threading.Thread(
         target=lambda: results.extend(
-            translator.translate_background([_request()], should_stop=stop.is_set)
+            translator.translate_background([_request()], should_stop=should_stop)
         )
     )
     runner.start()
-    assert translator.decoding.wait(5)
+    assert translator.decoding.wait(60)
     stop.set()  # the job is cancelled while its image still decodes
-    time.sleep(0.7)  # the chunk notices (it asks every half second)
+    assert noticed.wait(60)
     translator.may_finish.set()
     runner.join(10)
     assert not runner.is_alive()
     assert translator.queued and translator.queued[0].cancelled()
     assert len(results) == 1 and isinstance(results[0], WorkDropped)  # not a failure
-    assert _until(lambda: translator.budget.used == 0)
+    wait_until(lambda: translator.budget.used == 0, "its memory was returned")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -63,11 +62,19 @@ def test_bulk_work_waits_for_room_and_gives_up_when_told_to() -> None:
     budget = MemoryBudget(100 * MB)
     held = budget.try_reserve(90 * MB, large=False)
     got: list[object] = []
+    looked = threading.Semaphore(0)  # released each time the waiter looks whether to stop
+
+    def should_stop() -> bool:
+        looked.release()
+        return False
+
     waiter = threading.Thread(
-        target=lambda: got.append(budget.reserve(50 * MB, large=False, poll_s=0.02))
+        target=lambda: got.append(
+            budget.reserve(50 * MB, large=False, should_stop=should_stop, poll_s=0.02)
+        )
     )
     waiter.start()
-    time.sleep(0.1)
+    assert looked.acquire(timeout=60) and looked.acquire(timeout=60)  # it found no room, twice
     assert not got  # still waiting
     held.release()
     waiter.join(2)

@@ -12,6 +12,7 @@ import pytest
 
 from service.errors import BatcherClosed, DeadlineExceeded, QueueFull
 from service.inference.batcher import Batched, MicroBatcher
+from tests.waiting import wait_until
 
 
 class Recorder:
@@ -135,14 +136,13 @@ def test_interactive_items_run_before_older_background_ones(make: Make, recorder
 def test_background_items_wait_while_an_interactive_one_waits_for_company(
     make: Make, recorder: Recorder
 ) -> None:
-    batcher = make(max_batch=4, max_wait=0.2)
-    started = time.monotonic()
+    # the interactive item waits for its company; a background batch of one is complete
+    batcher = make(max_batch=2, max_wait=60, background_batch=1)
     interactive = batcher.submit("api", 1)
     bulk = batcher.submit("bulk", 2, background=True)
-    assert bulk.result(5).value == 20
-    assert interactive.result(5).value == 10
-    assert recorder.calls == [("api", [1]), ("bulk", [2])]
-    assert time.monotonic() - started >= 0.2  # the lone interactive item waited max_wait
+    company = batcher.submit("api", 3)  # had the bulk item gone first, it would show below
+    assert [f.result(10).value for f in (interactive, company, bulk)] == [10, 30, 20]
+    assert recorder.calls == [("api", [1, 3]), ("bulk", [2])]
 
 
 def test_background_items_do_not_count_against_the_queue_bound(
@@ -162,9 +162,8 @@ def test_background_items_do_not_count_against_the_queue_bound(
 def test_an_item_past_its_deadline_is_not_run(make: Make, recorder: Recorder) -> None:
     batcher = make()
     busy = hold(batcher, recorder)
-    late = batcher.submit("a", 1, deadline=time.time() + 0.01)
+    late = batcher.submit("a", 1, deadline=time.time() - 1)  # passed while it was queued
     fine = batcher.submit("a", 2, deadline=time.time() + 60)
-    time.sleep(0.05)
     recorder.gate.set()
     with pytest.raises(DeadlineExceeded):
         late.result(5)
@@ -251,26 +250,48 @@ def test_options_are_validated(recorder: Recorder) -> None:
 
 
 class Steps:
-    """Stepwise work of `count` steps of `seconds` each, recording what happened to it."""
+    """Stepwise work of `count` steps, each of which waits until the test allows it; records
+    what happened to it (in `log`, shared between works to see their order)."""
 
     tiles_per_step = 2
 
-    def __init__(self, count: int, seconds: float = 0.05, fail_at: int | None = None) -> None:
-        self.count, self.seconds, self.fail_at = count, seconds, fail_at
+    def __init__(
+        self,
+        count: int,
+        *,
+        name: str = "steps",
+        log: list[str] | None = None,
+        fail_at: int | None = None,
+        allowed: int = 0,
+    ) -> None:
+        self.count, self.name, self.fail_at = count, name, fail_at
+        self.log = [] if log is None else log
         self.ran = 0
+        self.started = 0
+        self.busy_seconds = 0.0
         self.closed = False
-        self.log: list[tuple[str, float]] = []  # ("step", end time)
+        self._permits = threading.Semaphore(allowed)
+
+    def allow(self, steps: int) -> None:
+        """Let `steps` more steps finish."""
+        self._permits.release(steps)
+
+    def wait_started(self, steps: int) -> None:
+        wait_until(lambda: self.started >= steps, f"{self.name}: step {steps} never started")
 
     @property
     def done(self) -> bool:
         return self.ran == self.count
 
     def step(self) -> None:
+        began = time.monotonic()
+        self.started += 1
         if self.fail_at == self.ran:
             raise ValueError("this step fails")
-        time.sleep(self.seconds)
+        assert self._permits.acquire(timeout=60), f"{self.name}: step {self.ran + 1} held"
         self.ran += 1
-        self.log.append(("step", time.monotonic()))
+        self.log.append(self.name)
+        self.busy_seconds += time.monotonic() - began
 
     def result(self) -> int:
         return 1000 + self.ran
@@ -281,81 +302,94 @@ class Steps:
 
 def test_stepwise_work_runs_to_its_result_and_says_when_it_is_done(make: Make) -> None:
     batcher = make()
-    steps = Steps(4, seconds=0.01)
+    steps = Steps(4, allowed=4)
     released = threading.Event()
-    result = batcher.submit_steps(steps, on_done=released.set).result(5)  # type: ignore[arg-type]
+    result = batcher.submit_steps(steps, on_done=released.set).result(10)  # type: ignore[arg-type]
     assert result.value == 1004 and result.batch_size == 2
-    assert result.run_seconds >= 0.04
-    assert released.wait(1) and steps.closed
+    assert result.run_seconds >= steps.busy_seconds  # the time its steps took is its run time
+    assert released.wait(10) and steps.closed
     assert batcher.pending == 0
 
 
 def test_a_request_arriving_during_stepwise_work_waits_for_one_step(
     make: Make, recorder: Recorder
 ) -> None:
-    batcher = make(max_wait=0.05)
-    steps = Steps(40, seconds=0.05)  # 2 s of work
+    batcher = make(max_wait=60)  # a lone request does not wait for company behind a step
+    steps = Steps(40)
     huge = batcher.submit_steps(steps)  # type: ignore[arg-type]
-    time.sleep(0.3)
-    asked = time.monotonic()
-    answer = batcher.submit("small", 1).result(5)
-    waited = time.monotonic() - asked
-    assert answer.value == 10
-    assert waited < 0.05 + 0.05 + 0.1, f"waited {waited:.3f} s behind the stepwise work"
-    assert not huge.done()  # the large one was interleaved, not finished first
+    steps.wait_started(1)
+    small = batcher.submit("small", 1)
+    steps.allow(1)  # the running step ends; the next one would wait
+    assert small.result(10).value == 10
+    assert steps.ran == 1  # served after the step it arrived during, not after all 40
+    assert not huge.done()
+    steps.allow(39)
     assert huge.result(10).value == 1040
 
 
 def test_cancelling_stepwise_work_drops_its_remaining_steps(make: Make) -> None:
     batcher = make()
-    steps = Steps(100, seconds=0.02)
+    steps = Steps(100)
     released = threading.Event()
     future = batcher.submit_steps(steps, on_done=released.set)  # type: ignore[arg-type]
-    time.sleep(0.2)
+    steps.wait_started(1)
     assert future.cancel()  # still pending while steps run
-    assert released.wait(1)
-    ran = steps.ran
-    time.sleep(0.2)
-    assert steps.ran == ran < 100 and steps.closed
+    steps.allow(100)  # every step could run now, were any still scheduled
+    assert released.wait(10)
     assert batcher.pending == 0
+    batcher.close(timeout=10)  # finishes whatever is still queued
+    assert steps.ran == 1 and steps.closed
 
 
 def test_stepwise_work_past_its_deadline_stops_with_deadline_exceeded(make: Make) -> None:
     batcher = make()
-    steps = Steps(100, seconds=0.02)
-    future = batcher.submit_steps(steps, deadline=time.time() + 0.2)  # type: ignore[arg-type]
+    steps = Steps(100)
+    deadline = time.time() + 0.5
+    future = batcher.submit_steps(steps, deadline=deadline)  # type: ignore[arg-type]
+    steps.wait_started(1)
+    wait_until(lambda: time.time() > deadline, "the deadline passed")
+    steps.allow(100)
     with pytest.raises(DeadlineExceeded):
-        future.result(5)
-    assert steps.ran < 20 and steps.closed
+        future.result(10)
+    assert steps.ran == 1 and steps.closed
 
 
 def test_a_failing_step_fails_only_its_own_work(make: Make) -> None:
     batcher = make()
-    broken = batcher.submit_steps(Steps(5, seconds=0.01, fail_at=2))  # type: ignore[arg-type]
-    fine = batcher.submit_steps(Steps(3, seconds=0.01))  # type: ignore[arg-type]
+    broken = batcher.submit_steps(Steps(5, fail_at=2, allowed=5))  # type: ignore[arg-type]
+    fine = batcher.submit_steps(Steps(3, allowed=3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="this step fails"):
-        broken.result(5)
-    assert fine.result(5).value == 1003
+        broken.result(10)
+    assert fine.result(10).value == 1003
 
 
 def test_two_stepwise_works_take_turns(make: Make) -> None:
     batcher = make()
-    first, second = Steps(10, seconds=0.01), Steps(10, seconds=0.01)
+    log: list[str] = []
+    first, second = Steps(3, name="first", log=log), Steps(3, name="second", log=log)
     a = batcher.submit_steps(first)  # type: ignore[arg-type]
+    first.wait_started(1)
     b = batcher.submit_steps(second)  # type: ignore[arg-type]
-    a.result(5), b.result(5)
-    # round robin: the second started long before the first ended
-    assert second.log[0][1] < first.log[-1][1]
+    first.allow(3)
+    second.allow(3)
+    assert (a.result(10).value, b.result(10).value) == (1003, 1003)
+    assert log == ["first", "second"] * 3  # round robin
 
 
 def test_stepwise_bulk_work_yields_to_interactive_stepwise_work(make: Make) -> None:
     batcher = make()
-    bulk, interactive = Steps(10, seconds=0.02), Steps(5, seconds=0.02)
+    log: list[str] = []
+    bulk = Steps(10, name="bulk", log=log)
+    interactive = Steps(5, name="interactive", log=log)
     done_bulk = batcher.submit_steps(bulk, background=True)  # type: ignore[arg-type]
-    time.sleep(0.05)
-    batcher.submit_steps(interactive).result(5)  # type: ignore[arg-type]
-    assert bulk.ran < 10  # the interactive work went first once it came
-    assert done_bulk.result(5).value == 1010
+    bulk.wait_started(1)
+    done_interactive = batcher.submit_steps(interactive)  # type: ignore[arg-type]
+    bulk.allow(10)
+    interactive.allow(5)
+    assert done_interactive.result(10).value == 1005
+    assert done_bulk.result(10).value == 1010
+    # the step running when the interactive work came, then the interactive work first
+    assert log == ["bulk"] + ["interactive"] * 5 + ["bulk"] * 9
 
 
 def test_the_idle_hook_runs_when_the_queue_runs_dry_not_between_batches(
@@ -376,11 +410,10 @@ def test_the_idle_hook_runs_when_the_queue_runs_dry_not_between_batches(
         recorder.gate.set()
         for future in futures:
             future.result(5)
-        deadline = time.monotonic() + 2
-        while not idle and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: idle, "the queue ran dry")
         assert idle == [3]  # once, after the last of the three batches
-        time.sleep(0.1)
-        assert idle == [3]  # and not again while nothing runs
+        batcher.submit("k", 9).result(10)
+        wait_until(lambda: len(idle) == 2, "the queue ran dry again")
+        assert idle == [3, 4]  # and once more after the next, not while nothing ran
     finally:
         batcher.close()

@@ -18,7 +18,7 @@ import pytest
 
 from cli.local_redis import LocalRedis
 from tests.service.distributed.test_distributed import photos
-from tests.service.jobs.test_jobs_end_to_end import job, submit, wait_until, zipped
+from tests.service.jobs_http import job, submit, wait_for_job, zipped
 from tests.service.servers import running_server, running_workers, service_env, wait_for_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -56,7 +56,7 @@ def _inputs(folder: Path) -> bytes:
 
 
 def _check_finished(url: str, job_id: str) -> None:
-    done = wait_until(url, job_id, timeout=120)
+    done = wait_for_job(url, job_id, timeout=120)
     assert done["state"] == "partially_failed", done
     assert done["counts"] == {"total": 2, "done": 1, "failed": 1}
     (failure,) = done["errors"]

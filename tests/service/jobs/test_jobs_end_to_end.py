@@ -3,13 +3,9 @@ private redis-server (distributed) or SQLite (embedded), real HTTP. Nothing is m
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import time
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +14,8 @@ import redis
 from cli.local_redis import LocalRedis
 from tests.cli.test_cli import unpaired
 from tests.service.distributed.test_distributed import photos
+from tests.service.gates import Gate, failpoints
+from tests.service.jobs_http import job, outputs, settled, submit, wait_for_job, zipped
 from tests.service.servers import (
     running_server,
     running_workers,
@@ -28,70 +26,6 @@ from tests.service.servers import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def zipped(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.rglob("*.png")):
-            archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
-
-
-def submit(url: str, archive: bytes, **fields: str) -> str:
-    """A job of `archive` on the tiny model (AtoB), or on what `fields` say."""
-    response = httpx.post(
-        f"{url}/v1/jobs",
-        data={"model": "tiny", "direction": "AtoB", **fields},
-        files={"archive": ("in.zip", archive, "application/zip")},
-        timeout=120,
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
-
-
-def job(url: str, job_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
-    return body
-
-
-def wait_until(
-    url: str, job_id: str, done_at_least: int = 0, timeout: float = 300
-) -> dict[str, Any]:
-    """Until the job has `done_at_least` images done (or, with 0, has finished)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = job(url, job_id)
-        if done_at_least and status["counts"]["done"] >= done_at_least:
-            return status
-        if not done_at_least and status["state"] not in ("queued", "running"):
-            return status
-        time.sleep(0.1)
-    raise TimeoutError(f"job {job_id}: {status}")
-
-
-def settled(url: str, job_id: str, quiet_s: float = 2.0, timeout: float = 60) -> dict[str, Any]:
-    """A cancelled job's status once no chunk has recorded anything for `quiet_s` (a chunk in
-    hand when it was cancelled records what it finished; on a busy machine that takes a while)."""
-    deadline = time.monotonic() + timeout
-    last = job(url, job_id)
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = job(url, job_id)
-        if now["counts"] == last["counts"]:
-            return now
-        last = now
-    raise TimeoutError(f"job {job_id} never settled: {last}")
-
-
-def outputs(url: str, job_id: str) -> dict[str, bytes]:
-    response = httpx.get(f"{url}/v1/jobs/{job_id}/result", timeout=120)
-    assert response.status_code == 200, response.text
-    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        names = archive.namelist()
-        assert len(names) == len(set(names))  # nothing twice
-        return {name: archive.read(name) for name in names}
 
 
 def cli_outputs(model_store: Path, folder: Path, out: Path) -> dict[str, bytes]:
@@ -113,14 +47,21 @@ def test_a_thousand_image_job_survives_a_killed_worker_and_a_restarted_api(
         chunk_size=25,
         jobs_dir=tmp_path / "jobs",
     )
-    doomed = worker_process(env, tmp_path / "doomed.log", "doomed")
+    held = Gate(tmp_path / "held")  # the doomed worker's fifth chunk waits here: in its hands
+    doomed = worker_process(
+        {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("chunk", after=4))},
+        tmp_path / "doomed.log",
+        "doomed",
+    )
     try:
         with running_server(env, tmp_path / "api-1.log", ready=False) as server:
             wait_for_workers(server.url, 1)
             job_id = submit(server.url, zipped(tmp_path / "in"))
-            wait_until(server.url, job_id, done_at_least=100)
-        # the API is gone mid-job; the worker goes on
-        os.kill(doomed.pid, signal.SIGKILL)  # with chunks in its hands
+            held.wait_reached()
+            # the four chunks before it end (two run at once); then nothing more is done
+            assert wait_for_job(server.url, job_id, done_at_least=100)["counts"]["done"] == 100
+        # the API is gone mid-job; the worker goes on, until it is killed holding a chunk
+        os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
         with (
             running_workers(env, tmp_path, count=1),
@@ -128,8 +69,8 @@ def test_a_thousand_image_job_survives_a_killed_worker_and_a_restarted_api(
         ):
             wait_for_workers(server.url, 1)
             status = job(server.url, job_id)  # still there after the restart
-            assert status["state"] in ("running", "succeeded")
-            done = wait_until(server.url, job_id)
+            assert status["state"] == "running" and status["counts"]["done"] < 1000
+            done = wait_for_job(server.url, job_id)
             assert done["state"] == "succeeded", done
             assert done["counts"] == {"total": 1000, "done": 1000, "failed": 0}
             got = outputs(server.url, job_id)
@@ -145,12 +86,14 @@ def test_interactive_requests_are_served_while_a_job_runs(
     redis_server: LocalRedis, model_store: Path, tmp_path: Path
 ) -> None:
     paths = photos(tmp_path / "in", 800)
+    held = Gate(tmp_path / "held")  # the job's chunks wait here until the test has looked
     env = service_env(  # 40 chunks: more than a worker could hold at once (its prefetch, 16)
         model_store,
         broker_url=redis_server.url,
         chunk_size=20,
         bulk_concurrency=1,
         jobs_dir=tmp_path / "jobs",
+        failpoints=failpoints(held.failpoint("chunk")),
     )
     with (
         running_workers(env, tmp_path, count=1),
@@ -158,31 +101,25 @@ def test_interactive_requests_are_served_while_a_job_runs(
     ):
         wait_for_workers(server.url, 1)
         job_id = submit(server.url, zipped(tmp_path / "in"))
-        wait_until(server.url, job_id, done_at_least=1)
-        # the worker runs one chunk at a time and leaves the others in Redis, so its prefetch
-        # slots stay free for interactive requests (without that it would hold 16 chunks; a
-        # few may be taken before its pause arrives)
-        broker = redis.Redis.from_url(redis_server.url)
-        in_hand = []
-        for _ in range(20):
-            finished_chunks = job(server.url, job_id)["counts"]["done"] // 20
-            queued = broker.llen("unpaired.bulk")
-            in_hand.append(40 - finished_chunks - queued)
-            time.sleep(0.05)
-        assert max(in_hand) <= 8, in_hand
+        held.wait_reached()  # a chunk is running
         response = httpx.post(
             f"{server.url}/v1/models/tiny/translate?direction=AtoB",
             content=paths[0].read_bytes(),
             headers={"content-type": "image/png"},
             timeout=60,
         )
-        assert response.status_code == 200
-        during = job(server.url, job_id)
-        assert during["state"] == "running"  # answered before the job ended
+        assert response.status_code == 200  # answered while the job runs
+        # the worker runs one chunk at a time and leaves the others in Redis, so its prefetch
+        # slots stay free for interactive requests (without that it would hold 16 chunks; a
+        # few may be taken before its pause arrives)
+        queued = redis.Redis.from_url(redis_server.url).llen("unpaired.bulk")
+        assert 40 - queued <= 8, f"the worker holds {40 - queued} chunks"
+        assert held.reached == 1  # bulk_concurrency: one chunk runs at a time
         cancelled = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", timeout=30).json()
-        assert cancelled["state"] == "cancelled"
+        assert cancelled["state"] == "cancelled" and cancelled["counts"]["done"] == 0
+        held.open()
         after = settled(server.url, job_id)  # the chunk in hand stops; no new one starts
-        assert after["state"] == "cancelled" and after["counts"]["done"] < 800
+        assert after["state"] == "cancelled" and after["counts"]["done"] <= 20
         assert len(outputs(server.url, job_id)) == after["counts"]["done"]
 
 
@@ -192,14 +129,17 @@ def test_an_embedded_job_resumes_after_the_server_restarts(
     photos(tmp_path / "in", 200)
     expected = cli_outputs(model_store, tmp_path / "in", tmp_path / "cli")
     env = service_env(model_store, chunk_size=10, jobs_dir=tmp_path / "jobs")
-    with running_server(env, tmp_path / "api-1.log") as server:
+    held = Gate(tmp_path / "held")  # after two chunks, the next ones wait here
+    first_env = {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("chunk", after=2))}
+    with running_server(first_env, tmp_path / "api-1.log") as server:
         job_id = submit(server.url, zipped(tmp_path / "in"))
-        first = wait_until(server.url, job_id, done_at_least=20)
+        held.wait_reached()
+        first = wait_for_job(server.url, job_id, done_at_least=20)
         server.process.send_signal(signal.SIGKILL)  # no goodbye: chunks left running
         server.process.wait()
-    assert first["counts"]["done"] < 200
+    assert first["state"] == "running" and first["counts"]["done"] == 20
     with running_server(env, tmp_path / "api-2.log") as server:
-        done = wait_until(server.url, job_id)
+        done = wait_for_job(server.url, job_id)
         assert done["state"] == "succeeded", done
         assert done["counts"] == {"total": 200, "done": 200, "failed": 0}
         assert outputs(server.url, job_id) == expected
