@@ -330,6 +330,7 @@ def main() -> None:
         return
 
     rows: list[dict[str, Any]] = []
+    configs = chosen_configs(device, args)  # an unknown name stops here, before the export
     with tempfile.TemporaryDirectory() as scratch:
         # speed does not depend on the weights; int8 fidelity does (no floor: random weights)
         folder = Path(scratch) / "store"
@@ -337,7 +338,7 @@ def main() -> None:
             export_bench_model(folder, "resnet_9blocks", args.ngf, fp16=True, int8=device == "cpu")
         )
         model = store.open(MODEL)
-        for config in chosen_configs(device, args):
+        for config in configs:
             rows += measure_cells(model, "AtoB", config, sizes, batches, args)
 
     measured = [r for r in rows if "images_per_s" in r]

@@ -31,10 +31,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="store folder to export into (new names)")
     parser.add_argument("--no-int8", action="store_true", help="no int8 graphs (GPU runs)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[name for name, _, _ in MODELS],
+        help="export only this one (repeatable; default: all)",
+    )
     args = parser.parse_args()
     # no fidelity floor for int8: a random-weight network is far more sensitive to it
     options = ExportOptions(tiled=False, int8=not args.no_int8, int8_min_psnr=0.0)
     for name, generator, ngf in MODELS:
+        if args.only and name not in args.only:
+            continue
         torch.manual_seed(0)
         net = build_generator(generator, ngf=ngf).eval()
         arch = Architecture(generator=generator, ngf=ngf, norm="instance")

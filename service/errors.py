@@ -44,6 +44,7 @@ __all__ = [
     "UnsupportedFormat",
     "UnsupportedMode",
     "WorkDropped",
+    "WorkerCrashed",
     "WorkerError",
     "answer_for",
     "from_message",
@@ -145,6 +146,11 @@ class WorkerError(RuntimeError):
     """A worker failed on a request in a way no client input explains (a bug or a crash)."""
 
 
+class WorkerCrashed(WorkerError):
+    """The request took down every worker that translated it, as often as allowed
+    (UNPAIRED_POISON_ATTEMPTS): it is answered instead of tried again."""
+
+
 # --- bulk jobs (service.jobs) ---------------------------------------------------------------
 
 
@@ -228,6 +234,7 @@ ANSWERS: Final[dict[type[Exception], Answer]] = {
     IntakeError: Answer(400, "bad_archive"),
     RedisError: Answer(503, "job_store_unavailable", "the job store is unreachable: {}", True),
     DeadlineExceeded: Answer(504, "deadline_exceeded", "the translation did not finish in time"),
+    WorkerCrashed: Answer(500, "worker_crashed", operator=True),
     TimeoutError: Answer(504, "deadline_exceeded", "the translation did not finish in time"),
 }
 _TOO_LARGE: Final = Answer(413, "too_large")

@@ -106,6 +106,17 @@ def tiny_model(folder: Path, name: str = "tiny", **kwargs: Any) -> Path:
     return shared_export(key, folder, name, lambda into: export_tiny_model(into, name, **kwargs))
 
 
+def edited_copy(folder: Path, target: Path, **fields: Any) -> Path:
+    """A copy of the model `folder` as `target.name`, its manifest's `fields` replaced (the
+    manifest's sha256 are of the graph and weight files, so it needs no re-checksumming): a
+    second model without a second export."""
+    shutil.copytree(folder, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest |= {"name": target.name, "aliases": [], **fields}
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only exported model folder, made once per run; copy it before changing it."""

@@ -18,7 +18,7 @@ from celery import Celery, Task
 
 from service.distributed.messages import BULK_TASK
 from service.inference.local_translator import LocalTranslator
-from service.jobs.attempts import RetryLater, attempt_chunk
+from service.jobs.attempts import ChunkPolicy, RetryLater, attempt_chunk
 from service.jobs.job_store import JobStore
 
 __all__ = ["BulkSlots", "register_bulk_task"]
@@ -90,8 +90,7 @@ def register_bulk_task(
     store: JobStore,
     translator: LocalTranslator,
     *,
-    retries: int,
-    backoff_cap: float,
+    policy: ChunkPolicy,
     slots: BulkSlots | None = None,
 ) -> Task:
     """The worker side: run a chunk, retrying a passing failure with Celery's countdown. With
@@ -103,7 +102,7 @@ def register_bulk_task(
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
-        max_retries=retries,
+        max_retries=policy.retries,
     )
     def bulk_chunk(self: Task, job_id: str, index: int) -> dict[str, Any]:
         with slots.hold(self.request.hostname) if slots else nullcontext():
@@ -113,8 +112,7 @@ def register_bulk_task(
                 index,
                 translator,
                 attempt=self.request.retries,
-                retries=retries,
-                backoff_cap=backoff_cap,
+                policy=policy,
             )
         if isinstance(result, RetryLater):
             raise self.retry(exc=result.reason, countdown=result.delay)

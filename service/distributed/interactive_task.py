@@ -28,6 +28,7 @@ from service.distributed.messages import (
     success_reply,
 )
 from service.distributed.run_claims import RunClaims
+from service.errors import WorkerCrashed
 from service.inference.local_translator import LocalTranslator
 
 __all__ = ["register_translate_task"]
@@ -43,6 +44,7 @@ def register_translate_task(
     carrier: ImageCarrier,
     result_ttl: int,
     claims: RunClaims,
+    poison_attempts: int,
 ) -> Task:
     @app.task(
         name=TRANSLATE_TASK,
@@ -69,11 +71,23 @@ def register_translate_task(
             done = self.backend.get_task_meta(task_id)
             if done.get("status") == states.SUCCESS:  # the other run answered meanwhile
                 return dict(done["result"])
-            return run(task_id, payload)
+            return run(task_id, payload, self.request.retries)
         finally:
             claims.release(task_id)
 
-    def run(task_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def run(task_id: str, payload: dict[str, Any], retries: int) -> dict[str, Any]:
+        # earlier runs that neither answered nor asked for a retry died with their worker
+        died = _count_run(client, task_id, result_ttl) - 1 - retries
+        if died >= poison_attempts:  # a poison input: answered, not tried again
+            log.error("request %s took down its worker %d times; answered", task_id, died)
+            reply = error_reply(
+                WorkerCrashed(
+                    f"the request took down the worker translating it {died} times (a "
+                    "crash or out of memory); it was not tried again"
+                )
+            )
+            assert reply is not None
+            return reply
         data = carrier.get(client, payload["image"])
         if data is None:  # the input outlived its TTL: nobody waits any more
             return deadline_reply()
@@ -96,3 +110,14 @@ def register_translate_task(
         return success_reply(result, image)
 
     return translate
+
+
+def _count_run(client: redis.Redis, task_id: str, ttl: int) -> int:
+    """Runs of this request so far, this one included (its earlier ones died with their
+    worker, or they would have answered)."""
+    key = f"unpaired:runs:{task_id}"
+    with client.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, ttl)
+        runs, _ = pipe.execute()
+    return int(runs)

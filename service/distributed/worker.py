@@ -27,6 +27,7 @@ from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
 from service.distributed.run_claims import RunClaims, lease_seconds
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import favour_interactive
+from service.jobs.attempts import ChunkPolicy
 from service.jobs.redis_job_store import RedisJobStore
 from service.logs import configure_logging
 from service.settings import Settings
@@ -96,13 +97,14 @@ def _register_tasks(
         carrier=ImageCarrier(settings.blob_threshold_bytes),
         result_ttl=settings.result_expires_s,
         claims=RunClaims(client, worker=name, lease_s=lease_seconds(settings.visibility_timeout_s)),
+        poison_attempts=settings.poison_attempts,
     )
     register_bulk_task(
         app,
         RedisJobStore(client),
         translator,
-        retries=settings.chunk_retries,
-        backoff_cap=settings.visibility_timeout_s / 2,  # an ETA past it would be redelivered
+        # a retry's ETA past the visibility timeout would be redelivered before it is due
+        policy=ChunkPolicy.from_settings(settings, backoff_cap=settings.visibility_timeout_s / 2),
         slots=BulkSlots(app, settings.bulk_queue, settings.bulk_concurrency),
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from redis.exceptions import RedisError
 
@@ -23,14 +24,33 @@ from service import failpoints
 from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import TransientChunkError, run_chunk
 from service.jobs.job_store import JobStore
+from service.jobs.poison import run_carefully
 from service.jobs.records import ChunkOutcome, ItemError, JobState
+from service.settings import Settings
 
-__all__ = ["RetryLater", "attempt_chunk", "backoff"]
+__all__ = ["ChunkPolicy", "RetryLater", "attempt_chunk", "backoff"]
 
 log = logging.getLogger("unpaired.jobs")
 
 #: Failures that may pass by themselves: the chunk is run again later.
 TRANSIENT: tuple[type[Exception], ...] = (TransientChunkError, RedisError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPolicy:
+    """How often a chunk is tried again, and how long is waited in between."""
+
+    retries: int  # a failure that may pass: attempts after the first (UNPAIRED_CHUNK_RETRIES)
+    backoff_cap: float  # the longest wait before a retry, seconds
+    poison_attempts: int  # deaths of its process an image may cause (UNPAIRED_POISON_ATTEMPTS)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, backoff_cap: float) -> ChunkPolicy:
+        return cls(
+            retries=settings.chunk_retries,
+            backoff_cap=backoff_cap,
+            poison_attempts=settings.poison_attempts,
+        )
 
 
 @dataclass(frozen=True)
@@ -53,26 +73,37 @@ def attempt_chunk(
     translator: LocalTranslator,
     *,
     attempt: int,
-    retries: int,
-    backoff_cap: float,
+    policy: ChunkPolicy,
 ) -> ChunkOutcome | RetryLater | None:
-    """Attempt `attempt` (0-based) at one chunk. The recorded outcome, a :class:`RetryLater`,
-    or None when the chunk must not run (its job is cancelled or gone, or it ran already)."""
+    """Attempt at one chunk after `attempt` retries. The recorded outcome, a
+    :class:`RetryLater`, or None when the chunk must not run (its job is cancelled or gone, or
+    it ran already). A chunk whose process died before runs image by image
+    (:mod:`service.jobs.poison`)."""
     where = f"chunk {job_id}/{index}"
     try:
         spec = store.start_chunk(job_id, index)
         if spec is None:
             return None
+        died = store.count_start(job_id, index) - 1 - attempt  # starts neither recorded nor retried
         failpoints.hit("chunk", f"{job_id}/{index}", error=TransientChunkError)
-        outcome = run_chunk(
-            spec,
-            store.chunk_items(job_id, index),
-            translator,
-            should_stop=lambda: _stopped(store, job_id),
-        )
+        items = store.chunk_items(job_id, index)
+        stopped = partial(_stopped, store, job_id)
+        if died > 0:
+            log.warning("%s: its process died %d time(s); image by image now", where, died)
+            outcome = run_carefully(
+                store,
+                spec,
+                index,
+                items,
+                translator,
+                should_stop=stopped,
+                poison_attempts=policy.poison_attempts,
+            )
+        else:
+            outcome = run_chunk(spec, items, translator, should_stop=stopped)
     except TRANSIENT as exc:
-        if attempt < retries:
-            delay = backoff(attempt, backoff_cap)
+        if attempt < policy.retries:
+            delay = backoff(attempt, policy.backoff_cap)
             log.info("%s will run again in %.0f s: %s", where, delay, exc)
             return RetryLater(delay, exc)
         log.warning("%s failed for good: %s", where, exc)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import lower_thread_priority
-from service.jobs.attempts import RetryLater, attempt_chunk
+from service.jobs.attempts import ChunkPolicy, RetryLater, attempt_chunk
 from service.jobs.manager import JobManager
 from service.jobs.sqlite_job_store import SqliteJobStore
 from service.jobs.storage import JobFiles
@@ -35,14 +35,12 @@ class EmbeddedRunner:
         store: SqliteJobStore,
         translator: LocalTranslator,
         *,
-        retries: int,
+        policy: ChunkPolicy,
         threads: int = 2,
-        backoff_cap: float = 30.0,
     ) -> None:
         self.store = store
         self.translator = translator
-        self.retries = retries
-        self.backoff_cap = backoff_cap
+        self.policy = policy
         self._wake = threading.Condition()
         self._stopping = False
         self._threads = [
@@ -90,8 +88,7 @@ class EmbeddedRunner:
                 index,
                 self.translator,
                 attempt=attempts,
-                retries=self.retries,
-                backoff_cap=self.backoff_cap,
+                policy=self.policy,
             )
             if isinstance(result, RetryLater):
                 self.store.retry_chunk(job_id, index, time.time() + result.delay)
@@ -108,9 +105,8 @@ def start_embedded_jobs(
             f"when UNPAIRED_JOBS_DIR is a URL ({settings.jobs_dir})"
         )
     store = SqliteJobStore(settings.jobs_database)
-    runner = EmbeddedRunner(
-        store, translator, retries=settings.chunk_retries, threads=settings.bulk_concurrency
-    )
+    policy = ChunkPolicy.from_settings(settings, backoff_cap=30.0)
+    runner = EmbeddedRunner(store, translator, policy=policy, threads=settings.bulk_concurrency)
     runner.start()
 
     def close() -> None:

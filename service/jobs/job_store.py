@@ -71,3 +71,19 @@ class JobStore(Protocol):
         """Jobs created before this time whose chunks were never all handed over (the API
         stopped in between): the sweep hands them over again, harmlessly if twice."""
         ...
+
+    # processes that died translating a chunk (service.jobs.poison)
+
+    def count_start(self, job_id: str, index: int) -> int:
+        """Count one more start of the chunk; the starts so far, this one included."""
+        ...
+
+    def begin_careful(self, job_id: str, index: int) -> dict[str, int]:
+        """An image-by-image attempt at the chunk begins: the image the last such attempt was
+        translating when its process died is charged with that death. Each charged image's
+        deaths."""
+        ...
+
+    def translating(self, job_id: str, index: int, item: str | None) -> None:
+        """The image an image-by-image attempt translates now (None: none)."""
+        ...

@@ -81,6 +81,24 @@ return state
 """
 
 
+# KEYS: translating, deaths; ARGV: chunk index
+_CHARGE: Final = """
+local item = redis.call('HGET', KEYS[1], ARGV[1])
+if item then
+  redis.call('HINCRBY', KEYS[2], ARGV[1] .. '/' .. item, 1)
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+def _ledger_keys(job_id: str) -> tuple[str, str, str]:
+    """The job's hashes of chunk starts, of the image each careful attempt translates, and of
+    deaths per `<chunk>/<image>`."""
+    base = PREFIX + job_id
+    return f"{base}:starts", f"{base}:translating", f"{base}:deaths"
+
+
 def _keys(job_id: str) -> tuple[str, str, str, str, str, str]:
     """The job's hash, then its sets and hashes: done, written, errors, chunks, running."""
     base = PREFIX + job_id
@@ -101,6 +119,7 @@ class RedisJobStore:
         self._finish = client.register_script(_FINISH_CHUNK)
         self._start = client.register_script(_START_CHUNK)
         self._cancel = client.register_script(_CANCEL)
+        self._charge = client.register_script(_CHARGE)
 
     def create(
         self, spec: JobSpec, chunks: Sequence[Sequence[Item]], refused: Sequence[ItemError]
@@ -225,7 +244,7 @@ class RedisJobStore:
 
     def delete(self, job_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(*_keys(job_id))
+            pipe.delete(*_keys(job_id), *_ledger_keys(job_id))
             pipe.zrem(INDEX, job_id)
             pipe.srem(UNDISPATCHED, job_id)
             pipe.execute()
@@ -239,6 +258,28 @@ class RedisJobStore:
             return []
         scores = self.client.zmscore(INDEX, ids)
         return [i for i, t in zip(ids, scores, strict=True) if t is not None and t < created_before]
+
+    # --- processes that died (service.jobs.poison) ---------------------------------------
+
+    def count_start(self, job_id: str, index: int) -> int:
+        return int(self.client.hincrby(_ledger_keys(job_id)[0], str(index), 1))
+
+    def begin_careful(self, job_id: str, index: int) -> dict[str, int]:
+        _, translating, deaths = _ledger_keys(job_id)
+        self._charge(keys=[translating, deaths], args=[index])
+        prefix = f"{index}/"
+        return {
+            field.decode()[len(prefix) :]: int(count)
+            for field, count in self.client.hgetall(deaths).items()
+            if field.decode().startswith(prefix)
+        }
+
+    def translating(self, job_id: str, index: int, item: str | None) -> None:
+        key = _ledger_keys(job_id)[1]
+        if item is None:
+            self.client.hdel(key, str(index))
+        else:
+            self.client.hset(key, str(index), item)
 
 
 def _status(data: dict[bytes, bytes], errors: list[ItemError]) -> JobStatus:

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS errors (job_id TEXT NOT NULL, item TEXT NOT NULL, err
     PRIMARY KEY (job_id, item));
 CREATE TABLE IF NOT EXISTS written (job_id TEXT NOT NULL, item TEXT NOT NULL,
     output TEXT NOT NULL, PRIMARY KEY (job_id, item));
+CREATE TABLE IF NOT EXISTS chunk_starts (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    starts INTEGER NOT NULL, translating TEXT, PRIMARY KEY (job_id, idx));
+CREATE TABLE IF NOT EXISTS deaths (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    item TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (job_id, idx, item));
 """
 
 
@@ -257,15 +261,57 @@ class SqliteJobStore:
 
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
-            for table, column in (("jobs", "id"), ("chunks", "job_id"), ("errors", "job_id")):
-                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
-            db.execute("DELETE FROM written WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            for table in ("chunks", "errors", "written", "chunk_starts", "deaths"):
+                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
     def mark_dispatched(self, job_id: str) -> None:
         return None  # the chunks table is the queue: recorded with the job, in one transaction
 
     def undispatched(self, created_before: float) -> list[str]:
         return []
+
+    # --- processes that died (service.jobs.poison) ---------------------------------------
+
+    def count_start(self, job_id: str, index: int) -> int:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO chunk_starts (job_id, idx, starts) VALUES (?, ?, 1) "
+                "ON CONFLICT (job_id, idx) DO UPDATE SET starts = starts + 1",
+                (job_id, index),
+            )
+            (starts,) = db.execute(
+                "SELECT starts FROM chunk_starts WHERE job_id = ? AND idx = ?", (job_id, index)
+            ).fetchone()
+        return int(starts)
+
+    def begin_careful(self, job_id: str, index: int) -> dict[str, int]:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT translating FROM chunk_starts WHERE job_id = ? AND idx = ?",
+                (job_id, index),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                db.execute(
+                    "INSERT INTO deaths VALUES (?, ?, ?, 1) "
+                    "ON CONFLICT (job_id, idx, item) DO UPDATE SET count = count + 1",
+                    (job_id, index, row[0]),
+                )
+                db.execute(
+                    "UPDATE chunk_starts SET translating = NULL WHERE job_id = ? AND idx = ?",
+                    (job_id, index),
+                )
+            rows = db.execute(
+                "SELECT item, count FROM deaths WHERE job_id = ? AND idx = ?", (job_id, index)
+            ).fetchall()
+        return {str(item): int(count) for item, count in rows}
+
+    def translating(self, job_id: str, index: int, item: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunk_starts SET translating = ? WHERE job_id = ? AND idx = ?",
+                (item, job_id, index),
+            )
 
     # --- the in-process queue (embedded mode) -------------------------------------------
 
@@ -275,7 +321,8 @@ class SqliteJobStore:
             return db.execute("UPDATE chunks SET state = 'queued' WHERE state = 'running'").rowcount
 
     def claim_chunk(self) -> tuple[str, int, int] | None:
-        """The oldest runnable chunk of a live job as (job id, index, attempts so far)."""
+        """The oldest runnable chunk of a live job as (job id, index, retries so far: the
+        attempts that asked to run again later, not those whose process died)."""
         now = time.time()
         with self._tx() as db:
             row = db.execute(
@@ -287,8 +334,7 @@ class SqliteJobStore:
             if row is None:
                 return None
             db.execute(
-                "UPDATE chunks SET state = 'running', attempts = attempts + 1 "
-                "WHERE job_id = ? AND idx = ?",
+                "UPDATE chunks SET state = 'running' WHERE job_id = ? AND idx = ?",
                 (row[0], row[1]),
             )
         return str(row[0]), int(row[1]), int(row[2])
@@ -296,7 +342,7 @@ class SqliteJobStore:
     def retry_chunk(self, job_id: str, index: int, not_before: float) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE chunks SET state = 'queued', not_before = ? "
+                "UPDATE chunks SET state = 'queued', not_before = ?, attempts = attempts + 1 "
                 "WHERE job_id = ? AND idx = ? AND state = 'running'",
                 (not_before, job_id, index),
             )

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,3 +160,46 @@ def wait_for_workers(
         return response.status_code == 200 and response.json()["checks"]["workers"] == count
 
     wait_until(counted, lambda: f"{count} workers never became live: {last[0]}", timeout=timeout)
+
+
+class Supervised:
+    """Worker processes kept running, as Kubernetes keeps a Deployment's pods: one that dies
+    is started again at once. Each slot waits on its process's exit (no polling)."""
+
+    def __init__(self, env: Mapping[str, str], logs: Path, count: int) -> None:
+        self.env, self.logs = env, logs
+        self.deaths: list[int] = []  # exit codes of the processes that died on their own
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._slots = [
+            threading.Thread(target=self._keep, args=(i,), daemon=True) for i in range(count)
+        ]
+
+    def _keep(self, slot: int) -> None:
+        generation = 0
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                process = worker_process(
+                    self.env, self.logs / f"worker-{slot}.{generation}.log", f"w{slot}.{generation}"
+                )
+                self.processes.append(process)
+            code = process.wait()
+            if not self._stopping.is_set():
+                self.deaths.append(code)
+            generation += 1
+
+    def __enter__(self) -> Supervised:
+        for slot in self._slots:
+            slot.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self._stopping.set()
+        for process in self.processes:
+            stop_process(process)
+        for slot in self._slots:
+            slot.join(60)

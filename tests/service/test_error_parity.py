@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from cli.local_redis import LocalRedis
 from service.api.app import create_app
 from service.settings import Settings
 from service.store.model_store import ModelStore
+from tests.conftest import edited_copy
 from tests.service.api import conftest as api_fixtures
 from tests.service.api.conftest import png
 from tests.service.api.test_translate_api import BAD_REQUESTS
@@ -227,11 +227,8 @@ def store(
     models = ModelStore(root)
     models.publish(exported_model)
     models.publish(one_way_model)
-    copy = tmp_path_factory.mktemp("tampered") / "tampered"
-    shutil.copytree(exported_model, copy)
+    copy = edited_copy(exported_model, tmp_path_factory.mktemp("tampered") / "tampered")
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest.update(name="tampered", aliases=[])
-    (copy / "manifest.json").write_text(json.dumps(manifest))
     models.publish(copy)
     graph = root / "tampered" / manifest["directions"]["AtoB"]["onnx"]
     data = bytearray(graph.read_bytes())

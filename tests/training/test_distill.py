@@ -144,13 +144,20 @@ def test_a_teacher_that_is_neither_a_run_nor_a_model_is_a_clear_error(tmp_path: 
     assert not (tmp_path / "s").exists()
 
 
-def test_a_student_starts_as_its_teachers_copy(teacher: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def teacher_store(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The teacher run exported by the CLI as store model `teacher`; returns the store."""
+    store = tmp_path_factory.mktemp("teacher-store") / "store"
+    published = unpaired("export", teacher, "--name", "teacher", "--store", store, "--no-tiled")
+    assert published.returncode == 0, published.stderr
+    return store
+
+
+def test_a_student_starts_as_its_teachers_copy(teacher_store: Path, tmp_path: Path) -> None:
     """A store model with weights teaches like a run: pruned start and feature matching. A
     student of the teacher's own shape starts as the teacher, so one step with a vanishing
     learning rate already reproduces it; from noise it does not."""
-    store = tmp_path / "store"
-    published = unpaired("export", teacher, "--name", "teacher", "--store", store, "--no-tiled")
-    assert published.returncode == 0, published.stderr
+    store = teacher_store
     same_shape = ["--student", "resnet_6blocks", "--ngf", "4", "--max-steps", "1",
                   "--set", "lr=1e-12", "--set", "lambda_feature=1"]  # fmt: skip
     scores = {}
@@ -166,10 +173,8 @@ def test_a_student_starts_as_its_teachers_copy(teacher: Path, tmp_path: Path) ->
         assert scores["random"][direction]["psnr_db"] < scores["teacher"][direction]["psnr_db"] - 10
 
 
-def test_what_a_teacher_cannot_give_is_a_clear_error(teacher: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    published = unpaired("export", teacher, "--name", "teacher", "--store", store, "--no-tiled")
-    assert published.returncode == 0, published.stderr
+def test_what_a_teacher_cannot_give_is_a_clear_error(teacher_store: Path, tmp_path: Path) -> None:
+    store = teacher_store
     # a store model has no discriminators to play against
     result = unpaired("distill", "teacher", "--store", store, "--out", tmp_path / "s",
                       "--set", "lambda_gan=1", *STUDENT)  # fmt: skip

@@ -6,7 +6,6 @@ student its teacher, MACs and fidelity."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from selenium.webdriver.support.select import Select
 
 from models.manifest import MANIFEST_FILE, ImportSource, SourceFile
 from service.store.model_store import ModelStore
-from tests.conftest import TINY_ARCH, tiny_model
+from tests.conftest import TINY_ARCH, edited_copy, tiny_model
 from tests.service.api.browser import wait
 from tests.service.api.conftest import ClientFactory, png
 from tests.service.servers import running_server, service_env
@@ -61,16 +60,6 @@ def imported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         about=imported_about(),
         options=ExportOptions(tiled=False),
     )
-
-
-def edited_copy(folder: Path, target: Path, **fields: Any) -> Path:
-    """A copy of the model `folder` as `target.name`, its manifest's `fields` replaced (the
-    manifest's sha256 are of the graph and weight files, so it needs no re-checksumming)."""
-    shutil.copytree(folder, target)
-    manifest = json.loads((target / MANIFEST_FILE).read_text())
-    manifest |= {"name": target.name, "aliases": [], **fields}
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest))
-    return target
 
 
 def trained_model(exported: Path, target: Path) -> Path:

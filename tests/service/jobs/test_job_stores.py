@@ -180,12 +180,40 @@ def test_the_embedded_queue_resumes_chunks_a_dead_server_left_running(tmp_path: 
     first.close()  # the server stops with chunk 0 running
     second = SqliteJobStore(path)
     assert second.requeue_running() == 1
-    assert second.claim_chunk() == ("a" * 32, 0, 1)
+    # claimed again, not retried: a death is no retry (service.jobs.poison counts it)
+    assert second.claim_chunk() == ("a" * 32, 0, 0)
     assert second.claim_chunk() == ("a" * 32, 1, 0)
     assert second.claim_chunk() is None
     second.retry_chunk("a" * 32, 1, time.time() + 60)
     assert second.claim_chunk() is None and second.next_due() is not None
     second.close()
+    third = SqliteJobStore(path)
+    third.retry_chunk("a" * 32, 0, 0)  # a chunk that asked to run again counts its retries
+    assert third.claim_chunk() == ("a" * 32, 0, 1)
+    third.close()
+
+
+def test_deaths_are_charged_to_the_image_a_careful_attempt_was_translating(
+    store: JobStore,
+) -> None:
+    job_id = "a" * 32
+    store.create(spec(total=3, chunks=2), CHUNKS, [])
+    assert [store.count_start(job_id, 0) for _ in range(3)] == [1, 2, 3]
+    assert store.count_start(job_id, 1) == 1  # per chunk
+    assert store.begin_careful(job_id, 0) == {}  # nothing was being translated alone
+    store.translating(job_id, 0, "a.png")
+    store.translating(job_id, 0, "b.jpg")  # a.png ended; its process died on b.jpg
+    assert store.begin_careful(job_id, 0) == {"b.jpg": 1}
+    assert store.begin_careful(job_id, 0) == {"b.jpg": 1}  # charged once per death
+    store.translating(job_id, 0, "b.jpg")
+    assert store.begin_careful(job_id, 0) == {"b.jpg": 2}
+    store.translating(job_id, 0, "a.png")
+    store.translating(job_id, 0, None)  # the attempt ended: nobody died
+    assert store.begin_careful(job_id, 0) == {"b.jpg": 2}
+    assert store.begin_careful(job_id, 1) == {}
+    store.delete(job_id)
+    store.create(spec(total=3, chunks=2), CHUNKS, [])  # the same id again: a clean slate
+    assert store.count_start(job_id, 0) == 1 and store.begin_careful(job_id, 0) == {}
 
 
 class Recorded:

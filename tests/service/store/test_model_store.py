@@ -11,6 +11,7 @@ import pytest
 from models.manifest import MANIFEST_FILE, ManifestError
 from service.errors import ModelIntegrityError, ModelNotFoundError, StoreError
 from service.store.model_store import ModelStore
+from tests.conftest import edited_copy
 
 
 def test_publish_then_open_by_name_and_alias(model_store: Path) -> None:
@@ -114,10 +115,7 @@ def test_publish_refuses_a_modified_folder(tmp_path: Path, exported_model: Path)
 
 
 def test_alias_taken_by_another_model_is_refused(model_store: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    shutil.copytree(model_store / "tiny", other)
-    manifest = json.loads((other / MANIFEST_FILE).read_text())
-    (other / MANIFEST_FILE).write_text(json.dumps({**manifest, "name": "other"}))
+    other = edited_copy(model_store / "tiny", tmp_path / "other", aliases=["day2night"])
     with pytest.raises(StoreError, match="day2night already names model 'tiny'"):
         ModelStore(model_store).publish(other)
 
