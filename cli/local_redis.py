@@ -48,6 +48,12 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        running = self._process is not None and self._process.poll() is None
+        return self._process.pid if running and self._process is not None else None
+
     def start(self, timeout: float = 10.0) -> LocalRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         persistence = (

@@ -3,10 +3,13 @@
 FastAPI derives most of it from the routes. What it cannot see is added here, from the
 settings the server runs with (the document describes *this* server):
 
-- the request bodies the translate and job handlers read themselves: multipart forms whose
-  alternatives (``file`` or ``files``; ``archive``, ``files`` or, with ``UNPAIRED_JOBS_ROOTS``,
-  ``source``) are ``oneOf`` branches, so a request that gives none or two is schema-invalid;
-  the archive's media types; the image types ``UNPAIRED_IMAGE_FORMATS`` accepts;
+- the request bodies the translate and job handlers read themselves: multipart forms that
+  take ``file`` and/or ``files`` (translate: ``UNPAIRED_MAX_FILES`` images in all), ``archive``
+  and/or ``files`` or, with ``UNPAIRED_JOBS_ROOTS``, a ``source`` instead (jobs), so that a
+  request without images, or with a ``source`` beside uploads, is schema-invalid; the
+  archive's media types; the raw image types ``UNPAIRED_IMAGE_FORMATS``
+  accepts (not ``application/octet-stream``, which the API reads too: to a fuzzer it means
+  any bytes, and only images are translated);
 - the models those bodies and the zips refer to (``JobCreate``, ``JobOutputs``,
   ``ZipItemError``) as components, so no reference dangles;
 - links from the 202 of ``POST /v1/jobs`` to the job's resources;
@@ -44,6 +47,8 @@ __all__ = [
 
 _REF: Final = "#/components/schemas/{model}"
 _BINARY: Final = {"type": "string", "format": "binary"}
+#: A file the API reads: it refuses an empty one (400 `empty`, 415 `unsupported_archive`).
+_FILE: Final = {**_BINARY, "minLength": 1}
 #: What ``service.jobs.archives`` reads (compression is detected from the bytes).
 ARCHIVE_TYPES: Final = (
     "application/zip",
@@ -167,17 +172,26 @@ def _drop_fastapi_validation_errors(schema: dict[str, Any]) -> None:
     components.pop("ValidationError", None)
 
 
-def _exactly_one(names: Iterable[str]) -> dict[str, Any]:
-    """``allOf: [oneOf: [required: a], [required: b]...]``: exactly one of the fields.
+def _one_of(*branches: dict[str, Any]) -> dict[str, Any]:
+    """``allOf: [oneOf: branches]``: the body matches exactly one of the branches (or
+    ``allOf: [branch]`` for one).
 
-    With ``additionalProperties: false`` beside it, a body naming two of them, or none, is
-    schema-invalid. (Nested in ``allOf`` so that client generators, which turn a top-level
-    ``oneOf`` into a union of models without a multipart encoder, keep one model.)
+    (Nested in ``allOf`` so that client generators, which turn a top-level ``oneOf`` into a
+    union of models without a multipart encoder, keep one model.)
     """
-    return {"allOf": [{"oneOf": [{"required": [name]} for name in names]}]}
+    return {"allOf": [{"oneOf": list(branches)} if len(branches) > 1 else branches[0]]}
 
 
-_FILES: Final = {"type": "array", "items": _BINARY, "minItems": 1}
+def _some_files(**others: Any) -> dict[str, Any]:
+    """A branch: at least one part in ``files`` (an empty list sends no part at all), and
+    `others` (keywords of the branch)."""
+    return {"required": ["files"], "properties": {"files": {"minItems": 1}}, **others}
+
+
+#: Several files, each one item: one that is empty or unreadable is a failed item, not a
+#: refused request. No ``minItems`` here (beside another input, an empty list is nothing on the
+#: wire); the branches that need a file say so.
+_FILES: Final = {"type": "array", "items": _BINARY}
 
 
 def _forms(settings: Settings) -> dict[str, Any]:
@@ -191,16 +205,19 @@ def _forms(settings: Settings) -> dict[str, Any]:
         "direction": DIRECTION_SCHEMA,
         **_OUTPUT_FIELDS,
         "archive": {
-            **_BINARY,
-            "description": "a zip or tar of images (optionally gzip, bzip2 or xz compressed)",
+            **_FILE,
+            "description": "a zip or tar of images (optionally gzip, bzip2 or xz compressed); "
+            "its members are items of the job, beside any `files`",
         },
         "files": {
             **_FILES,
             "maxItems": settings.max_job_items,
-            "description": "images, each one item of the job",
+            "description": "images, each one item of the job (beside the `archive`'s "
+            "members, if any; a name given twice is one failed item)",
         },
     }
-    inputs = ["archive", "files"]
+    uploads: dict[str, Any] = {"anyOf": [{"required": ["archive"]}, _some_files()]}
+    branches = [uploads]
     if settings.jobs_roots:
         job["source"] = {
             "type": "string",
@@ -213,48 +230,60 @@ def _forms(settings: Settings) -> dict[str, Any]:
             "description": "where outputs go (inside UNPAIRED_JOBS_ROOTS); default: the "
             "job's folder, downloadable as a zip",
         }
-        inputs.append("source")
+        branches.append({"required": ["source"]})
     images = ", ".join(image_media_types(settings))
+    most = settings.max_files
+    inputs = "an `archive` and/or `files`" + (", or a `source`" if settings.jobs_roots else "")
     return {
         "JobUpload": {
             "title": "JobUpload",
             "description": "A bulk job's form: the model, the direction, the output format "
-            "and the images as exactly one of " + ", ".join(f"`{i}`" for i in inputs) + ".",
+            f"and the images: {inputs}.",
             "type": "object",
             "properties": job,
             "required": ["model", "direction"],
             "additionalProperties": False,
-            **_exactly_one(inputs),
+            **_one_of(*branches),
         },
         "TranslateUpload": {
             "title": "TranslateUpload",
-            "description": f"Exactly one of `file` (answered with an image) or `files` "
-            f"(answered with a zip); each an image ({images}).",
+            "description": f"`file` and/or `files`, each an image ({images}); at most {most} "
+            "(UNPAIRED_MAX_FILES) in all. `file` alone is answered with an image; with "
+            "`files`, the answer is a zip of every image's output (`file` first).",
             "type": "object",
             "properties": {
-                "file": {**_BINARY, "description": "one image; the answer is an image"},
+                "file": {**_FILE, "description": "one image"},
                 "files": {
                     **_FILES,
-                    "maxItems": settings.max_files,
-                    "description": "several images; the answer is a zip",
+                    "maxItems": most,
+                    "description": f"images ({most - 1} at most beside a `file`); the answer is "
+                    "a zip (an input that is not a readable image is listed in its "
+                    "`errors.json`)",
                 },
             },
             "additionalProperties": False,
-            **_exactly_one(["file", "files"]),
+            # `file` and up to UNPAIRED_MAX_FILES - 1 `files`, or `files` alone. ("Alone" is
+            # `maxProperties`: a `false` or `not` schema for `file` says it too, but
+            # openapi-python-client refuses `false` and schemathesis's coverage phase fails on
+            # `not` beside binary values.)
+            **_one_of(
+                {"required": ["file"], "properties": {"files": {"maxItems": most - 1}}},
+                _some_files(maxProperties=1),
+            ),
         },
     }
 
 
 def _translate_body(settings: Settings) -> dict[str, Any]:
-    raw = [*image_media_types(settings), "application/octet-stream"]
     return {
         "required": True,
-        "description": "The image as the raw body (`Content-Type: image/*` or "
-        "application/octet-stream), or multipart/form-data with one `file` (answered with "
-        "an image) or one or more `files` (answered with a zip).",
+        "description": "The image as the raw body with its media type (the API also takes "
+        "`application/octet-stream` and reads the format from the bytes), or "
+        "multipart/form-data (`TranslateUpload`) with a `file` (answered with an image) "
+        "and/or `files` (answered with a zip).",
         "content": {
             "multipart/form-data": {"schema": {"$ref": _REF.format(model="TranslateUpload")}},
-            **{media: {"schema": _BINARY} for media in raw},
+            **{media: {"schema": _FILE} for media in image_media_types(settings)},
         },
     }
 
@@ -268,8 +297,8 @@ def _job_body(settings: Settings) -> dict[str, Any]:
     }
     text = (
         "multipart/form-data (`JobUpload`): `model`, `direction` (and `format`, `quality`) "
-        "and the images as one `archive` (zip or tar, optionally gzip/bzip2/xz-compressed) "
-        "or several `files`"
+        "and the images as an `archive` (zip or tar, optionally gzip/bzip2/xz-compressed) "
+        "and/or `files`"
     )
     if settings.jobs_roots:
         content["application/json"] = {"schema": {"$ref": _REF.format(model="JobCreate")}}

@@ -1,9 +1,11 @@
 """Images out of a request, and the format of the answer.
 
 A translate request carries its image(s) one of two ways: the raw body with an ``image/*`` (or
-``application/octet-stream``) type, or ``multipart/form-data`` with one ``file`` field (answered
-with an image) or one or more ``files`` fields (answered with a zip). Sizes are enforced while
-the body streams in: the whole body by the middleware, each image here.
+``application/octet-stream``) type, or ``multipart/form-data`` with one ``file`` field and/or
+``files`` fields: ``file`` alone is answered with an image, any ``files`` with a zip of every
+image sent (``file`` first). ``UNPAIRED_MAX_FILES`` bounds the images of a form, ``file`` and
+``files`` together. Sizes are enforced while the body streams in: the whole body by the
+middleware, each image here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = ["Upload", "choose_format", "read_uploads"]
 RAW_TYPES: Final = ("image/", "application/octet-stream")
 HOW_TO_SEND: Final = (
     "send the image as the raw body with Content-Type image/* (or application/octet-stream), "
-    "or as multipart/form-data field 'file' (several: fields 'files')"
+    "or as multipart/form-data field 'file' and/or fields 'files' (answered with a zip)"
 )
 
 
@@ -40,7 +42,7 @@ def _media_type(request: Request) -> str:
 async def read_uploads(
     request: Request, *, max_bytes: int, max_files: int
 ) -> tuple[list[Upload], bool]:
-    """The uploaded images and whether the client asked for a zip (the ``files`` field)."""
+    """The uploaded images and whether the client asked for a zip (a ``files`` field)."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
         return await _read_multipart(request, max_bytes=max_bytes, max_files=max_files)
@@ -74,13 +76,11 @@ async def _read_multipart(
         unknown = ", ".join(repr(k) for k in sorted(set(form.keys()) - {"file", "files"}))
         single = form.getlist("file")
         several = form.getlist("files")
-        if single and several:
-            raise ApiError(422, "invalid_parameters", "send either 'file' or 'files', not both")
         if len(single) > 1:
             raise ApiError(
                 422, "invalid_parameters", "'file' takes one image; send several as 'files'"
             )
-        parts = single or several
+        parts = [*single, *several]  # starlette refused more than max_files of them (400)
         if not parts:
             also = f" (unknown field(s) {unknown})" if unknown else ""
             raise ApiError(422, "invalid_parameters", f"no image in the form{also}: {HOW_TO_SEND}")
@@ -88,7 +88,7 @@ async def _read_multipart(
             raise ApiError(
                 422,
                 "invalid_parameters",
-                f"unknown form field(s) {unknown}: the form takes 'file' or 'files' "
+                f"unknown form field(s) {unknown}: the form takes 'file' and 'files' "
                 "(direction, format and quality are query parameters)",
             )
         uploads = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -20,6 +21,7 @@ from service.distributed.messages import BULK_TASK
 from service.inference.local_translator import LocalTranslator
 from service.jobs.attempts import ChunkPolicy, RetryLater, attempt_chunk
 from service.jobs.job_store import JobStore
+from service.jobs.records import ChunkOutcome
 
 __all__ = ["BulkSlots", "register_bulk_task"]
 
@@ -102,22 +104,32 @@ def register_bulk_task(
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,
-        max_retries=policy.retries,
     )
     def bulk_chunk(self: Task, job_id: str, index: int) -> dict[str, Any]:
         with slots.hold(self.request.hostname) if slots else nullcontext():
-            result = attempt_chunk(
-                store,
-                job_id,
-                index,
-                translator,
-                attempt=self.request.retries,
-                policy=policy,
-            )
-        if isinstance(result, RetryLater):
-            raise self.retry(exc=result.reason, countdown=result.delay)
+            result = _until_settled(store, job_id, index, translator, policy, self.request.retries)
         if result is None:
             return {"skipped": True}
         return {"written": len(result.written), "failed": len(result.failed)}
 
     return bulk_chunk
+
+
+def _until_settled(
+    store: JobStore,
+    job_id: str,
+    index: int,
+    translator: LocalTranslator,
+    policy: ChunkPolicy,
+    retries: int,
+) -> ChunkOutcome | None:
+    """Attempts at the chunk until one is recorded (or it must not run), waiting out each
+    retry here: Celery's retry publishes a new message, which fails while Redis is away and
+    then drops this one (`Reject(requeue=False)`), losing the chunk. Waiting holds a slot, not
+    a CPU; the message stays unacknowledged, so a worker that dies meanwhile hands it back."""
+    while True:
+        result = attempt_chunk(store, job_id, index, translator, attempt=retries, policy=policy)
+        if not isinstance(result, RetryLater):
+            return result
+        retries += result.counted
+        time.sleep(result.delay)  # the backoff itself

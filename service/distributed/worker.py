@@ -22,8 +22,9 @@ from service.distributed.bulk_task import BulkSlots, register_bulk_task
 from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
 from service.distributed.delivery import mark_received
 from service.distributed.heartbeat import WorkerHeartbeat
-from service.distributed.interactive_task import register_translate_task
+from service.distributed.interactive_task import TranslateRequests, register_translate_task
 from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
+from service.distributed.quarantine import Quarantine
 from service.distributed.run_claims import RunClaims, lease_seconds
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import favour_interactive
@@ -90,15 +91,16 @@ def _register_tasks(
     app: Celery, settings: Settings, translator: LocalTranslator, client: redis.Redis, name: str
 ) -> None:
     """The interactive task and the bulk-job task, on this worker's translator."""
-    register_translate_task(
-        app,
-        translator,
-        client,
+    requests = TranslateRequests(
+        translator=translator,
+        client=client,
         carrier=ImageCarrier(settings.blob_threshold_bytes),
         result_ttl=settings.result_expires_s,
         claims=RunClaims(client, worker=name, lease_s=lease_seconds(settings.visibility_timeout_s)),
+        quarantine=Quarantine(client, ttl=settings.result_expires_s),
         poison_attempts=settings.poison_attempts,
     )
+    register_translate_task(app, requests)
     register_bulk_task(
         app,
         RedisJobStore(client),

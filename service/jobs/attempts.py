@@ -5,11 +5,15 @@ The embedded runner (:mod:`service.jobs.embedded_runner`) and the Celery bulk ta
 else is decided here, so a job ends the same way in both modes:
 
 - the chunk's outcome is recorded: done (each image written or failed on its own);
-- a failure that may pass (storage, Redis) with attempts left: nothing is recorded, the
-  caller retries after :func:`backoff`;
+- a storage failure that may pass, with attempts left: nothing is recorded, the caller
+  retries after :func:`backoff`;
 - that failure on the last attempt, or any other exception (a bug): every image of the chunk
   is recorded as failed with the reason, so the job still finishes (``partially_failed`` or
-  ``failed``) instead of staying ``running`` for ever.
+  ``failed``) instead of staying ``running`` for ever;
+- the job store (Redis) away: nothing can be recorded, not even a give-up, so the caller
+  waits and tries again without counting it as a retry (the chunk is never dropped).
+Each attempt is marked begun and ended in the store, so one whose process died is known to
+the next (:mod:`service.jobs.poison`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -32,8 +37,7 @@ __all__ = ["ChunkPolicy", "RetryLater", "attempt_chunk", "backoff"]
 
 log = logging.getLogger("unpaired.jobs")
 
-#: Failures that may pass by themselves: the chunk is run again later.
-TRANSIENT: tuple[type[Exception], ...] = (TransientChunkError, RedisError)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,10 +59,12 @@ class ChunkPolicy:
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Run the chunk again after `delay` seconds; nothing was recorded."""
+    """Run the chunk again after `delay` seconds; nothing was recorded. Not `counted` as a
+    retry when the job store itself was away (nothing could be recorded, not even a give-up)."""
 
     delay: float
     reason: Exception
+    counted: bool = True
 
 
 def backoff(attempt: int, cap: float) -> float:
@@ -81,14 +87,32 @@ def attempt_chunk(
     (:mod:`service.jobs.poison`)."""
     where = f"chunk {job_id}/{index}"
     try:
-        spec = store.start_chunk(job_id, index)
-        if spec is None:
-            return None
-        died = store.count_start(job_id, index) - 1 - attempt  # starts neither recorded nor retried
+        return _attempt(store, job_id, index, translator, attempt=attempt, policy=policy)
+    except RedisError as exc:  # the job store is away: wait for it, recording nothing
+        delay = backoff(policy.retries, policy.backoff_cap)
+        log.info("%s waits %.0f s for the job store: %s", where, delay, exc)
+        return RetryLater(delay, exc, counted=False)
+
+
+def _attempt(
+    store: JobStore,
+    job_id: str,
+    index: int,
+    translator: LocalTranslator,
+    *,
+    attempt: int,
+    policy: ChunkPolicy,
+) -> ChunkOutcome | RetryLater | None:
+    where = f"chunk {job_id}/{index}"
+    spec = store.start_chunk(job_id, index)
+    if spec is None:
+        return None
+    died = store.begin_attempt(job_id, index)  # earlier attempts that never ended
+    try:
         failpoints.hit("chunk", f"{job_id}/{index}", error=TransientChunkError)
         items = store.chunk_items(job_id, index)
         stopped = partial(_stopped, store, job_id)
-        if died > 0:
+        if died:
             log.warning("%s: its process died %d time(s); image by image now", where, died)
             outcome = run_carefully(
                 store,
@@ -101,18 +125,28 @@ def attempt_chunk(
             )
         else:
             outcome = run_chunk(spec, items, translator, should_stop=stopped)
-    except TRANSIENT as exc:
+        store.finish_chunk(job_id, index, outcome)
+    except TransientChunkError as exc:
         if attempt < policy.retries:
             delay = backoff(attempt, policy.backoff_cap)
             log.info("%s will run again in %.0f s: %s", where, delay, exc)
-            return RetryLater(delay, exc)
+            return _ended(store, job_id, index, RetryLater(delay, exc))
         log.warning("%s failed for good: %s", where, exc)
-        return _give_up(store, job_id, index, f"gave up after {attempt + 1} attempts: {exc}")
+        reason = f"gave up after {attempt + 1} attempts: {exc}"
+        return _ended(store, job_id, index, _give_up(store, job_id, index, reason))
+    except RedisError:
+        raise  # the store is away (attempt_chunk waits for it)
     except Exception as exc:  # a bug: record it rather than lose the chunk (and its job)
         log.exception("%s crashed", where)
-        return _give_up(store, job_id, index, f"internal error: {type(exc).__name__}: {exc}")
-    store.finish_chunk(job_id, index, outcome)
-    return outcome
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return _ended(store, job_id, index, _give_up(store, job_id, index, reason))
+    return _ended(store, job_id, index, outcome)
+
+
+def _ended(store: JobStore, job_id: str, index: int, result: T) -> T:
+    """The attempt ended (its process did not die in it): say so, then pass `result` on."""
+    store.end_attempt(job_id, index)
+    return result
 
 
 def _stopped(store: JobStore, job_id: str) -> bool:

@@ -74,8 +74,13 @@ class JobStore(Protocol):
 
     # processes that died translating a chunk (service.jobs.poison)
 
-    def count_start(self, job_id: str, index: int) -> int:
-        """Count one more start of the chunk; the starts so far, this one included."""
+    def begin_attempt(self, job_id: str, index: int) -> int:
+        """An attempt at the chunk begins; how many earlier attempts began and never ended
+        (their process died), this one's predecessor included."""
+        ...
+
+    def end_attempt(self, job_id: str, index: int) -> None:
+        """The attempt ended (recorded, or to be retried): its process did not die in it."""
         ...
 
     def begin_careful(self, job_id: str, index: int) -> dict[str, int]:

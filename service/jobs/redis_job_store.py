@@ -81,6 +81,13 @@ return state
 """
 
 
+# KEYS: attempting, died; ARGV: chunk index
+_BEGIN_ATTEMPT: Final = """
+if redis.call('HGET', KEYS[1], ARGV[1]) then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+redis.call('HSET', KEYS[1], ARGV[1], 1)
+return tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+"""
+
 # KEYS: translating, deaths; ARGV: chunk index
 _CHARGE: Final = """
 local item = redis.call('HGET', KEYS[1], ARGV[1])
@@ -92,11 +99,11 @@ return 1
 """
 
 
-def _ledger_keys(job_id: str) -> tuple[str, str, str]:
-    """The job's hashes of chunk starts, of the image each careful attempt translates, and of
-    deaths per `<chunk>/<image>`."""
+def _ledger_keys(job_id: str) -> tuple[str, str, str, str]:
+    """The job's hashes of chunks with an attempt under way, of their attempts that died, of
+    the image each careful attempt translates, and of deaths per `<chunk>/<image>`."""
     base = PREFIX + job_id
-    return f"{base}:starts", f"{base}:translating", f"{base}:deaths"
+    return f"{base}:attempting", f"{base}:died", f"{base}:translating", f"{base}:deaths"
 
 
 def _keys(job_id: str) -> tuple[str, str, str, str, str, str]:
@@ -120,6 +127,7 @@ class RedisJobStore:
         self._start = client.register_script(_START_CHUNK)
         self._cancel = client.register_script(_CANCEL)
         self._charge = client.register_script(_CHARGE)
+        self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
 
     def create(
         self, spec: JobSpec, chunks: Sequence[Sequence[Item]], refused: Sequence[ItemError]
@@ -261,11 +269,15 @@ class RedisJobStore:
 
     # --- processes that died (service.jobs.poison) ---------------------------------------
 
-    def count_start(self, job_id: str, index: int) -> int:
-        return int(self.client.hincrby(_ledger_keys(job_id)[0], str(index), 1))
+    def begin_attempt(self, job_id: str, index: int) -> int:
+        attempting, died, *_ = _ledger_keys(job_id)
+        return int(self._begin_attempt(keys=[attempting, died], args=[index]))
+
+    def end_attempt(self, job_id: str, index: int) -> None:
+        self.client.hdel(_ledger_keys(job_id)[0], str(index))
 
     def begin_careful(self, job_id: str, index: int) -> dict[str, int]:
-        _, translating, deaths = _ledger_keys(job_id)
+        *_, translating, deaths = _ledger_keys(job_id)
         self._charge(keys=[translating, deaths], args=[index])
         prefix = f"{index}/"
         return {
@@ -275,7 +287,7 @@ class RedisJobStore:
         }
 
     def translating(self, job_id: str, index: int, item: str | None) -> None:
-        key = _ledger_keys(job_id)[1]
+        key = _ledger_keys(job_id)[2]
         if item is None:
             self.client.hdel(key, str(index))
         else:

@@ -46,8 +46,9 @@ CREATE TABLE IF NOT EXISTS errors (job_id TEXT NOT NULL, item TEXT NOT NULL, err
     PRIMARY KEY (job_id, item));
 CREATE TABLE IF NOT EXISTS written (job_id TEXT NOT NULL, item TEXT NOT NULL,
     output TEXT NOT NULL, PRIMARY KEY (job_id, item));
-CREATE TABLE IF NOT EXISTS chunk_starts (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
-    starts INTEGER NOT NULL, translating TEXT, PRIMARY KEY (job_id, idx));
+CREATE TABLE IF NOT EXISTS chunk_attempts (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    attempting INTEGER NOT NULL, died INTEGER NOT NULL, translating TEXT,
+    PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS deaths (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
     item TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (job_id, idx, item));
 """
@@ -262,7 +263,7 @@ class SqliteJobStore:
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            for table in ("chunks", "errors", "written", "chunk_starts", "deaths"):
+            for table in ("chunks", "errors", "written", "chunk_attempts", "deaths"):
                 db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
     def mark_dispatched(self, job_id: str) -> None:
@@ -273,22 +274,29 @@ class SqliteJobStore:
 
     # --- processes that died (service.jobs.poison) ---------------------------------------
 
-    def count_start(self, job_id: str, index: int) -> int:
+    def begin_attempt(self, job_id: str, index: int) -> int:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO chunk_starts (job_id, idx, starts) VALUES (?, ?, 1) "
-                "ON CONFLICT (job_id, idx) DO UPDATE SET starts = starts + 1",
+                "INSERT INTO chunk_attempts (job_id, idx, attempting, died) VALUES (?, ?, 1, 0) "
+                "ON CONFLICT (job_id, idx) DO UPDATE SET died = died + attempting, attempting = 1",
                 (job_id, index),
             )
-            (starts,) = db.execute(
-                "SELECT starts FROM chunk_starts WHERE job_id = ? AND idx = ?", (job_id, index)
+            (died,) = db.execute(
+                "SELECT died FROM chunk_attempts WHERE job_id = ? AND idx = ?", (job_id, index)
             ).fetchone()
-        return int(starts)
+        return int(died)
+
+    def end_attempt(self, job_id: str, index: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunk_attempts SET attempting = 0 WHERE job_id = ? AND idx = ?",
+                (job_id, index),
+            )
 
     def begin_careful(self, job_id: str, index: int) -> dict[str, int]:
         with self._tx() as db:
             row = db.execute(
-                "SELECT translating FROM chunk_starts WHERE job_id = ? AND idx = ?",
+                "SELECT translating FROM chunk_attempts WHERE job_id = ? AND idx = ?",
                 (job_id, index),
             ).fetchone()
             if row is not None and row[0] is not None:
@@ -298,7 +306,7 @@ class SqliteJobStore:
                     (job_id, index, row[0]),
                 )
                 db.execute(
-                    "UPDATE chunk_starts SET translating = NULL WHERE job_id = ? AND idx = ?",
+                    "UPDATE chunk_attempts SET translating = NULL WHERE job_id = ? AND idx = ?",
                     (job_id, index),
                 )
             rows = db.execute(
@@ -309,7 +317,7 @@ class SqliteJobStore:
     def translating(self, job_id: str, index: int, item: str | None) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE chunk_starts SET translating = ? WHERE job_id = ? AND idx = ?",
+                "UPDATE chunk_attempts SET translating = ? WHERE job_id = ? AND idx = ?",
                 (item, job_id, index),
             )
 

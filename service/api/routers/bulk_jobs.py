@@ -1,8 +1,9 @@
 """``/v1/jobs``: bulk conversion. Submit once, come back to every image converted, or to a
 precise list of those that could not be.
 
-A job takes an uploaded zip or tar (``archive``), several uploaded images (``files``), or a
-``source`` folder inside the configured roots, optionally with a ``destination``. It answers
+A job takes uploads, an uploaded zip or tar (``archive``) and/or uploaded images (``files``: the
+archive's members and the files are the job's items, a name given twice is one failed item), or
+a ``source`` folder inside the configured roots, optionally with a ``destination``. It answers
 202 with the job at once; the work runs in chunks behind interactive requests. With API keys,
 a job is visible only to the key that submitted it.
 """
@@ -51,8 +52,9 @@ _ERRORS: Final = {
     413: "`too_large`: the upload is too large, or holds more than UNPAIRED_MAX_JOB_ITEMS images",
     415: "`unsupported_media_type`: neither multipart/form-data nor JSON; "
     "`unsupported_archive`: `archive` is not a zip or tar",
-    422: "`invalid_parameters`: bad or unknown fields, or not exactly one of `archive`, "
-    "`files`, `source`; `direction_required`: no direction for a two-way model; "
+    422: "`invalid_parameters`: bad or unknown fields, no images (no `archive`, `files` or "
+    "`source`), or a `source` beside uploads; `direction_required`: no direction for a two-way "
+    "model; "
     "`invalid_location`: a source/destination outside the allowed roots (or none configured)",
     503: "`starting`, `overloaded`; `job_store_unavailable`, `broker_unavailable`: the job "
     "store or queue is unreachable; `model_unavailable`; see Retry-After",
@@ -82,7 +84,9 @@ def _jobs(state: ServiceState) -> JobManager:
     summary="Submit a bulk job",
     description=(
         "Example: `curl -F model=day2night -F direction=AtoB -F archive=@photos.zip "
-        "http://localhost:8000/v1/jobs`. Entries of an archive that are unsafe (paths "
+        "http://localhost:8000/v1/jobs`. An `archive` and `files` may be sent together: the "
+        "job converts the archive's members and the files (a name given twice is a failed "
+        "item, the first one is converted). Entries of an archive that are unsafe (paths "
         "escaping it, links, devices, nested archives, duplicates, bombs) or empty are not "
         "extracted: they are the job's failed items, with the reason."
     ),
@@ -111,8 +115,8 @@ async def submit_job(request: Request, state: StateDep, client: AuthDep) -> JSON
         status = await _submit(state, jobs, client, body.model_dump(), None, [])
     elif media == "multipart/form-data":
         settings = state.settings
-        async with request.form(
-            max_files=settings.max_job_items, max_fields=len(_FORM_FIELDS) + 8
+        async with request.form(  # the archive and up to max_job_items files
+            max_files=settings.max_job_items + 1, max_fields=len(_FORM_FIELDS) + 8
         ) as form:
             unknown = sorted(set(form.keys()) - {*_FORM_FIELDS, *_FILE_FIELDS})
             if unknown:
@@ -123,8 +127,15 @@ async def submit_job(request: Request, state: StateDep, client: AuthDep) -> JSON
                     + ", ".join(repr(f) for f in (*_FORM_FIELDS, *_FILE_FIELDS)),
                 )
             fields = {k: v for k in _FORM_FIELDS if isinstance(v := form.get(k), str)}
-            archive = form.get("archive")
+            archives = form.getlist("archive")
             files = form.getlist("files")
+            if len(archives) > 1:
+                raise ApiError(
+                    422,
+                    "invalid_parameters",
+                    "'archive' takes one zip or tar; send images beside it as 'files'",
+                )
+            archive = archives[0] if archives else None
             if archive is not None and not isinstance(archive, UploadFile):
                 raise ApiError(422, "invalid_parameters", "'archive' must be a file upload")
             if not all(isinstance(f, UploadFile) for f in files):
@@ -172,17 +183,19 @@ async def _submit(
     archive: UploadFile | None,
     files: list[UploadFile],
 ) -> JobStatus:
-    given = [
-        n
-        for n, v in (("archive", archive), ("files", files), ("source", fields.get("source")))
-        if v
-    ]
-    if len(given) != 1:
+    uploads = [n for n, v in (("archive", archive), ("files", files)) if v]
+    if fields.get("source") and uploads:
         raise ApiError(
             422,
             "invalid_parameters",
-            "give the images one way: an 'archive', 'files', or a 'source' location"
-            + (f" (got {', '.join(given)})" if given else ""),
+            "give the images either as uploads ('archive' and/or 'files') or as a 'source' "
+            f"location, not both (got {', '.join(uploads)} and source)",
+        )
+    if not uploads and not fields.get("source"):
+        raise ApiError(
+            422,
+            "invalid_parameters",
+            "no images: upload an 'archive' and/or 'files', or name a 'source' location",
         )
     job = await run_in_threadpool(_job_request, state, dict(fields), client)
     settings = state.settings

@@ -1,9 +1,9 @@
 """``POST /v1/models/{name}/translate``: images in, translated images out.
 
-One image answers an image; several (multipart ``files``) answer a zip holding one output per
-input that worked and an ``errors.json`` naming those that did not. The request's deadline
-(``UNPAIRED_REQUEST_TIMEOUT_S``) covers queueing and the engine; a client that hangs up stops
-waiting for its work (its queued images are dropped).
+One image answers an image; a form with ``files`` (beside its ``file``, if any) answers a zip
+holding one output per input that worked and an ``errors.json`` naming those that did not.
+The request's deadline (``UNPAIRED_REQUEST_TIMEOUT_S``) covers queueing and the engine; a
+client that hangs up stops waiting for its work (its queued images are dropped).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ _HEADERS: Final = {
 }
 _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     200: {
-        "description": "the translated image; for `files`, a zip of one output per input that "
-        "worked and, if some failed, `errors.json`: a JSON list of `ZipItemError`",
+        "description": "the translated image; for a form with `files`, a zip of one output "
+        "per input (`file` and `files`) that worked and, if some failed, `errors.json`: a JSON "
+        "list of `ZipItemError`",
         "content": {media: {"schema": _BINARY} for media in _ANSWER_TYPES},
         "headers": {
             name: {"description": text, "schema": {"type": "string"}}
@@ -54,7 +55,8 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     **error_responses(
         {
             400: "`corrupt`, `bad_mode`, `empty`: not a readable image (truncated, damaged, "
-            "empty); `bad_request`: a malformed form, or more `files` than UNPAIRED_MAX_FILES",
+            "empty); `bad_request`: a malformed form, or more images (`file` and `files` "
+            "together) than UNPAIRED_MAX_FILES",
             404: "`model_not_found`: no such model; `direction_not_found`: the model lacks "
             "the direction",
             406: "`not_acceptable`: Accept names no image type the API produces",

@@ -338,15 +338,17 @@ function chooseBulkFiles(files) {
 
 function bulkBody() {
   const archives = bulkSelection.filter((f) => ARCHIVE.test(f.name));
-  if (archives.length && bulkSelection.length > 1) {
-    throw new Error("Send one archive on its own, or images without an archive.");
+  if (archives.length > 1) {
+    throw new Error("Send one archive at most (images may go beside it).");
   }
   const form = new FormData();
   form.append("model", modelSelect.value);
   form.append("direction", directionSelect.value);
   form.append("format", formatSelect.value);
-  if (archives.length) form.append("archive", archives[0], archives[0].name);
-  else for (const file of bulkSelection) form.append("files", file, file.name);
+  // one job: the archive's images and the others chosen with it
+  for (const file of bulkSelection) {
+    form.append(archives.includes(file) ? "archive" : "files", file, file.name);
+  }
   return form;
 }
 

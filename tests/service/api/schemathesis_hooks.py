@@ -50,8 +50,8 @@ IMAGE_FORMATS = {
 }
 TRANSLATE = ("POST", "/v1/models/{name}/translate")
 SUBMIT_JOB = ("POST", "/v1/jobs")
-#: The fields of which a body gives exactly one (the schema's `oneOf`).
-ALTERNATIVES = {TRANSLATE: ("file", "files"), SUBMIT_JOB: ("archive", "files", "source")}
+#: A job's uploads (`archive` and/or `files`) and `source` exclude each other (the `oneOf`).
+UPLOADS, SOURCE = ("archive", "files"), "source"
 
 
 def encode(fmt: str, seed: int) -> bytes:
@@ -152,14 +152,14 @@ def map_case(context: HookContext, case: Case) -> Case:
 @schemathesis.hook
 def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
     """The examples phase makes its cases without `map_case` and `filter_case`, and fills a
-    body's fields without its `oneOf`: keep the first alternative, make the files real."""
+    body's fields without its `oneOf`: keep a job's uploads (not its `source`), make the
+    files real."""
     if case.meta is None or case.meta.phase.name.value != "examples":
         return
-    alternatives = ALTERNATIVES.get(_operation(case), ())
-    if isinstance(case.body, dict):
-        given = [name for name in alternatives if name in case.body]
-        for name in given[1:]:
-            del case.body[name]
+    body = case.body
+    uploads = isinstance(body, dict) and any(name in body for name in UPLOADS)
+    if _operation(case) == SUBMIT_JOB and uploads and SOURCE in body:
+        del body[SOURCE]
     map_case(context, case)
 
 
@@ -178,9 +178,9 @@ def filter_case(context: HookContext, case: Case) -> bool:
     """Drop a multipart case whose verdict is not that of what it sends.
 
     Schemathesis cannot validate binary values, so it judges multipart bodies with files
-    loosely: an empty `files` list (nothing on the wire) makes a body "invalid", two
-    alternatives of a `oneOf` may pass for valid, a negative draw for a file part may be a
-    real file. Each body is judged again as sent; the case is kept when both verdicts agree.
+    loosely: an empty `files` list (nothing on the wire) may make a body "invalid", a negative
+    draw for a file part may be a real file. Each body is judged again as sent; the case is
+    kept when both verdicts agree.
     """
     body, meta, media_type = case.body, case.meta, case.media_type
     if not isinstance(body, dict) or meta is None or media_type != "multipart/form-data":

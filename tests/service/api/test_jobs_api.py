@@ -114,6 +114,78 @@ def test_uploaded_files_become_a_job(api: Any, tmp_path: Path) -> None:
         assert names == sorted([*(f"{p.stem}.jpg" for p in paths), "errors.json"])
 
 
+def test_an_archive_and_files_together_are_one_job(api: Any, tmp_path: Path) -> None:
+    """The archive's members, then the files; a name given twice is one failed item (the
+    first one is converted), as within an archive."""
+    a, b, c, other = (p.read_bytes() for p in photos(tmp_path / "in", 4))
+    with api() as client:
+        response = client.post(
+            "/v1/jobs",
+            data={"model": "tiny", "direction": "AtoB"},
+            files=[
+                ("files", ("c.png", c, "image/png")),
+                ("archive", ("in.zip", zip_of({"sub/a.png": a, "b.png": b}), "application/zip")),
+                ("files", ("B.png", other, "image/png")),
+            ],
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["counts"]["total"] == 4
+        done = wait_done(client, response.json()["id"])
+        assert done["counts"] == {"total": 4, "done": 3, "failed": 1}, done
+        assert [(e["item"], e["error"]) for e in done["errors"]] == [
+            ("B.png", "duplicate name (same as b.png)")
+        ]
+        with zipfile.ZipFile(io.BytesIO(client.get(done["result_url"]).content)) as outputs:
+            got = {name: outputs.read(name) for name in outputs.namelist()}
+        alone = client.post(
+            "/v1/models/tiny/translate?direction=AtoB",
+            content=b,
+            headers={"content-type": "image/png"},
+        )
+    assert sorted(got) == ["b.png", "c.png", "errors.json", "sub/a.png"]
+    assert got["b.png"] == alone.content  # the archive's b.png, not the upload's B.png
+
+
+def test_uploads_count_together_against_the_job_limit(api: Any, tmp_path: Path) -> None:
+    a, b, c = (p.read_bytes() for p in photos(tmp_path / "in", 3))
+
+    def submit(*files: tuple[str, bytes]) -> Any:
+        return client.post(
+            "/v1/jobs",
+            data={"model": "tiny", "direction": "AtoB"},
+            files=[("archive", ("in.zip", zip_of({"a.png": a}), "application/zip"))]
+            + [("files", file) for file in files],
+        )
+
+    with api(max_job_items=2) as client:
+        within = submit(("b.png", b))
+        over = submit(("b.png", b), ("c.png", c))
+        wait_done(client, within.json()["id"])
+    assert within.status_code == 202 and within.json()["counts"]["total"] == 2
+    assert over.status_code == 413 and over.json()["error"]["code"] == "too_large"
+
+
+def test_uploads_and_a_source_together_are_refused(api: Any, tmp_path: Path) -> None:
+    image = photos(tmp_path / "roots" / "src", 1)[0].read_bytes()
+    archive = ("archive", ("in.zip", zip_of({"a.png": image}), "application/zip"))
+    fields = {"model": "tiny", "direction": "AtoB"}
+    with api(jobs_roots=str(tmp_path / "roots")) as client:
+        both = client.post(
+            "/v1/jobs",
+            data={**fields, "source": str(tmp_path / "roots" / "src")},
+            files=[archive, ("files", ("b.png", image, "image/png"))],
+        )
+        two_archives = client.post("/v1/jobs", data=fields, files=[archive, archive])
+        nothing = client.post("/v1/jobs", files={k: (None, v) for k, v in fields.items()})
+        upload = client.get("/openapi.json").json()["components"]["schemas"]["JobUpload"]
+    assert both.status_code == 422
+    assert "not both (got archive, files and source)" in both.json()["error"]["message"]
+    assert two_archives.status_code == 422 and "'archive' takes one" in two_archives.text
+    assert nothing.status_code == 422 and "no images" in nothing.json()["error"]["message"]
+    uploads, source = upload["allOf"][0]["oneOf"]
+    assert uploads["anyOf"][0] == {"required": ["archive"]} and source == {"required": ["source"]}
+
+
 def hostile_tar(good: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:

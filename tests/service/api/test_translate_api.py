@@ -218,10 +218,28 @@ def test_form_fields(
         assert response.status_code == 422 and message in response.json()["error"]["message"]
 
 
-def test_both_file_and_files_is_refused(client: TestClient) -> None:
-    files = [("file", ("a.png", png())), ("files", ("b.png", png()))]
+def test_file_and_files_together_answer_one_zip_with_file_first(client: TestClient) -> None:
+    files = [
+        ("files", ("b.png", png(offset=3), "image/png")),
+        ("file", ("a.png", png(offset=0), "image/png")),
+        ("files", ("c.png", b"not an image", "image/png")),
+        ("files", ("d.png", png(offset=6), "image/png")),
+    ]
     response = client.post(f"{URL}?direction=AtoB", files=files)
-    assert response.status_code == 422 and "not both" in response.json()["error"]["message"]
+    single = post_png(client, png(offset=0))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["x-files"] == "3" and response.headers["x-failed"] == "1"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert archive.namelist() == ["a.png", "b.png", "d.png", "errors.json"]
+    assert archive.read("a.png") == single.content  # `file` translated like any image
+    assert [e["item"] for e in json.loads(archive.read("errors.json"))] == ["c.png"]
+
+
+def test_two_file_fields_are_refused(client: TestClient) -> None:
+    files = [("file", ("a.png", png())), ("file", ("b.png", png()))]
+    response = client.post(f"{URL}?direction=AtoB", files=files)
+    assert response.status_code == 422 and "'file' takes one image" in response.text
 
 
 def test_unknown_routes_and_methods_are_json(client: TestClient) -> None:
@@ -270,6 +288,43 @@ def test_many_files_are_refused(api: ClientFactory) -> None:
             f"{URL}?direction=AtoB", files=[("files", (f"{i}.png", png())) for i in range(3)]
         )
     assert response.status_code == 400 and "Too many files" in response.json()["error"]["message"]
+
+
+def test_the_file_limit_counts_file_and_files_together(api: ClientFactory) -> None:
+    def post(file: int, files: int) -> httpx.Response:
+        parts = [("file", ("f.png", png(), "image/png"))] * file + [
+            ("files", (f"{i}.png", png(offset=i), "image/png")) for i in range(files)
+        ]
+        return client.post(f"{URL}?direction=AtoB", files=parts)
+
+    with api(max_files=2) as client:
+        within = post(1, 1)
+        alone = post(0, 2)
+        over = post(1, 2)
+        upload = client.get("/openapi.json").json()["components"]["schemas"]["TranslateUpload"]
+    assert within.status_code == 200 and within.headers["x-files"] == "2"
+    assert alone.status_code == 200 and alone.headers["x-files"] == "2"
+    assert over.status_code == 400 and "Too many files" in over.json()["error"]["message"]
+    assert over.json()["error"]["code"] == "bad_request"
+    # the schema says the same: 2 `files` alone, or 1 beside a `file`
+    assert upload["properties"]["files"]["maxItems"] == 2
+    with_file, alone_branch = upload["allOf"][0]["oneOf"]
+    assert with_file == {"required": ["file"], "properties": {"files": {"maxItems": 1}}}
+    assert alone_branch["maxProperties"] == 1  # `files` alone
+
+
+def test_an_octet_stream_body_is_read_though_only_image_types_are_documented(
+    client: TestClient,
+) -> None:
+    response = client.post(
+        f"{URL}?direction=AtoB",
+        content=png(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    body = client.get("/openapi.json").json()["paths"]["/v1/models/{name}/translate"]["post"]
+    assert "application/octet-stream" not in body["requestBody"]["content"]
+    assert "application/octet-stream" in body["requestBody"]["description"]
 
 
 def test_request_ids_are_echoed_or_made(client: TestClient) -> None:

@@ -120,19 +120,26 @@ def test_several_images_make_a_job_too(
         assert browser.find_element(By.ID, "bulk-download").is_enabled()
 
 
-def test_mixing_an_archive_with_images_is_refused_in_the_page(
+def test_two_archives_are_refused_in_the_page_an_archive_with_images_is_one_job(
     browser: webdriver.Chrome, model_store: Path, tmp_path: Path
 ) -> None:
-    image, archive = tmp_path / "a.png", tmp_path / "b.zip"
+    image, archive, other = tmp_path / "a.png", tmp_path / "b.zip", tmp_path / "c.zip"
     image.write_bytes(png())
     archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    other.write_bytes(archive.read_bytes())
     with running_server(service_env(model_store), tmp_path / "api.log") as server:
         open_bulk_tab(browser, server.url)
-        browser.find_element(By.ID, "bulk-files").send_keys(f"{image}\n{archive}")
+        browser.find_element(By.ID, "bulk-files").send_keys(f"{image}\n{archive}\n{other}")
         browser.find_element(By.ID, "bulk-submit").click()
         status = browser.find_element(By.ID, "status")
-        wait(browser).until(lambda d: "one archive on its own" in status.text)
+        wait(browser).until(lambda d: "one archive at most" in status.text)
         assert not browser.find_element(By.ID, "bulk-job").is_displayed()
+        # an (empty) archive and an image: one job of the image
+        browser.find_element(By.ID, "bulk-files").clear()
+        browser.find_element(By.ID, "bulk-files").send_keys(f"{image}\n{archive}")
+        browser.find_element(By.ID, "bulk-submit").click()
+        assert wait_for_state(browser, "succeeded", "partially_failed", "failed") == "succeeded"
+        assert browser.find_element(By.ID, "bulk-counts").text.startswith("1 of 1 converted")
         # and an error from the server is shown, not swallowed: an empty archive
         browser.find_element(By.ID, "bulk-files").clear()
         browser.find_element(By.ID, "bulk-files").send_keys(str(archive))

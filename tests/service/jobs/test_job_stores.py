@@ -198,8 +198,14 @@ def test_deaths_are_charged_to_the_image_a_careful_attempt_was_translating(
 ) -> None:
     job_id = "a" * 32
     store.create(spec(total=3, chunks=2), CHUNKS, [])
-    assert [store.count_start(job_id, 0) for _ in range(3)] == [1, 2, 3]
-    assert store.count_start(job_id, 1) == 1  # per chunk
+    assert store.begin_attempt(job_id, 0) == 0
+    store.end_attempt(job_id, 0)  # recorded, or asked to run again: it did not die
+    assert store.begin_attempt(job_id, 0) == 0
+    assert store.begin_attempt(job_id, 0) == 1  # the one before never ended: its process died
+    assert store.begin_attempt(job_id, 0) == 2
+    store.end_attempt(job_id, 0)
+    assert store.begin_attempt(job_id, 0) == 2  # deaths are not forgotten
+    assert store.begin_attempt(job_id, 1) == 0  # per chunk
     assert store.begin_careful(job_id, 0) == {}  # nothing was being translated alone
     store.translating(job_id, 0, "a.png")
     store.translating(job_id, 0, "b.jpg")  # a.png ended; its process died on b.jpg
@@ -213,7 +219,7 @@ def test_deaths_are_charged_to_the_image_a_careful_attempt_was_translating(
     assert store.begin_careful(job_id, 1) == {}
     store.delete(job_id)
     store.create(spec(total=3, chunks=2), CHUNKS, [])  # the same id again: a clean slate
-    assert store.count_start(job_id, 0) == 1 and store.begin_careful(job_id, 0) == {}
+    assert store.begin_attempt(job_id, 0) == 0 and store.begin_careful(job_id, 0) == {}
 
 
 class Recorded:
