@@ -9,7 +9,7 @@ DEMO_MODEL := model-store/demo-$(DEMO_PAIR)/manifest.json
 # Debian packages the tests drive for real: a private Redis and a headless browser
 SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
 
-.PHONY: install serve demo demo-model test system-deps lint bench architecture screenshots clean
+.PHONY: install serve demo demo-model test system-deps lint bench soak architecture screenshots clean
 
 $(BIN)/unpaired: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,11 +58,15 @@ test: install system-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --dist loadscope --durations=15
 
 ## bench: training throughput on this machine (the others: docs/benchmarks.md)
 bench: install
 	$(BIN)/python -m bench.train_throughput
+
+## soak: 20 minutes of distributed mode under load with faults (docs/benchmarks.md, "The soak")
+soak: install system-deps
+	$(BIN)/python -m bench.soak --minutes 20 --json-out docs/soak.json --plot docs/soak.png
 
 ## screenshots: refresh the web page's pictures in docs/ from the browser tests
 screenshots: install system-deps

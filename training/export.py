@@ -93,7 +93,7 @@ class ExportOptions:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The dynamo exporter prints progress to stdout and warns freely; keep stdout for --json."""
+    """The exporters print progress to stdout and warn freely; keep stdout for --json."""
     with (
         contextlib.redirect_stdout(io.StringIO()),
         warnings.catch_warnings(),
@@ -136,24 +136,68 @@ def _export(
     outputs: Mapping[str, Mapping[int, str]],
     opset: int,
 ) -> onnx.ModelProto:
-    """torch.onnx (dynamo) with named inputs/outputs; the mapped axes are dynamic."""
+    """torch.onnx with named inputs/outputs; the mapped axes are dynamic. The TorchScript
+    exporter first: it exports a generator in a fraction of a second where the dynamo exporter
+    takes 8 s for a tiny one and minutes for ResNet-9 (the same graphs pass the same parity
+    checks); dynamo where TorchScript cannot (an operator it lacks, a torch without it)."""
+    try:
+        with _quiet_exporter():
+            return _torchscript_export(net, args, inputs=inputs, outputs=outputs, opset=opset)
+    except Exception as first:  # the exporter raises many unrelated types
+        try:
+            with _quiet_exporter():
+                return _dynamo_export(net, args, inputs=inputs, outputs=outputs, opset=opset)
+        except Exception as exc:
+            raise ExportError(
+                f"torch.onnx.export failed: {type(exc).__name__}: {exc} (TorchScript "
+                f"exporter: {type(first).__name__}: {first})"
+            ) from exc
+
+
+def _torchscript_export(
+    net: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    *,
+    inputs: Mapping[str, Mapping[int, str] | None],
+    outputs: Mapping[str, Mapping[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
+    with tempfile.TemporaryDirectory(prefix="unpaired-export-") as scratch:
+        graph = Path(scratch) / "graph.onnx"
+        torch.onnx.export(
+            net,
+            args,
+            graph,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes={name: dict(dims) for name, dims in {**inputs, **outputs}.items() if dims},
+        )
+        return onnx.load(graph)
+
+
+def _dynamo_export(
+    net: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    *,
+    inputs: Mapping[str, Mapping[int, str] | None],
+    outputs: Mapping[str, Mapping[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
     dynamic = tuple(
         {i: torch.export.Dim.DYNAMIC for i in dims} if dims else None for dims in inputs.values()
     )
-    try:
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                net,
-                args,
-                dynamo=True,
-                opset_version=opset,
-                input_names=list(inputs),
-                output_names=list(outputs),
-                dynamic_shapes=dynamic,
-                external_data=False,
-            )
-    except Exception as exc:  # the exporter raises many unrelated types
-        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
+    program = torch.onnx.export(
+        net,
+        args,
+        dynamo=True,
+        opset_version=opset,
+        input_names=list(inputs),
+        output_names=list(outputs),
+        dynamic_shapes=dynamic,
+        external_data=False,
+    )
     assert program is not None
     model = program.model_proto
     _name_dynamic_dims(model, {k: v for k, v in {**inputs, **outputs}.items() if v})

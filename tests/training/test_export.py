@@ -147,6 +147,30 @@ def test_export_refuses_a_graph_that_does_not_reproduce_the_network(
     assert not (tmp_path / "tiny" / MANIFEST_FILE).exists()
 
 
+def test_a_graph_the_torchscript_exporter_cannot_make_comes_from_the_dynamo_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TorchScript first (a fraction of a second per graph), dynamo where it fails: an operator
+    it lacks, or a torch that no longer has it."""
+    real_export = torch.onnx.export
+    used: list[bool] = []
+
+    def no_torchscript(*args, dynamo=True, **kwargs):  # type: ignore[no-untyped-def]
+        used.append(dynamo)
+        if not dynamo:
+            raise RuntimeError("no TorchScript exporter here")
+        return real_export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_torchscript)
+    folder = export_tiny_model(tmp_path, options=ExportOptions(tiled=False))
+    manifest = parse_manifest((folder / MANIFEST_FILE).read_text(), source="test")
+    assert set(manifest.directions) == {"AtoB", "BtoA"}
+    assert used == [False, True, False, True]  # each graph: TorchScript refused, then dynamo
+    inputs = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim]
+              for i in onnx.load(folder / "AtoB.onnx").graph.input}  # fmt: skip
+    assert inputs == {"input": ["batch", "", "height", "width"]}  # the names users read
+
+
 def test_export_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "stray.txt").write_text("x")
