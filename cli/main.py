@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from cli import distill_cmd, export_cmd, jobs_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
@@ -18,29 +20,54 @@ from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 if TYPE_CHECKING:  # imported when a command runs: `unpaired --help` stays quick
     from training.config import TrainConfig
 
+WORK_ORDER = (
+    "datasets", "train", "evaluate", "distill", "export", "models",
+    "translate", "serve", "worker", "jobs", "settings",
+)  # fmt: skip
+
+
+class CommandsInWorkOrder(TyperGroup):
+    """`unpaired --help` lists commands in the order of the work (make data, train, ..., serve),
+    not in the order the modules happen to register them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(WORK_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
     name="unpaired",
+    cls=CommandsInWorkOrder,
     help="Unpaired image-to-image translation (CycleGAN, DiscoGAN): train, export, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 datasets_app = typer.Typer(help="Built-in synthetic domain pairs.", no_args_is_help=True)
-app.add_typer(datasets_app, name="datasets")
+app.add_typer(
+    datasets_app, name="datasets", short_help="List and write the built-in synthetic pairs."
+)
 models_app = typer.Typer(help="Models in the model store.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-app.add_typer(jobs_cmd.app, name="jobs")
-app.command()(export_cmd.export)
-app.command()(distill_cmd.distill)
-app.command()(translate_cmd.translate)
-app.command()(serve_cmd.serve)
-app.command()(serve_cmd.worker)
+app.add_typer(models_app, name="models", short_help="List the models in the store.")
+app.add_typer(
+    jobs_cmd.app, name="jobs", short_help="Bulk jobs on a server: submit, watch, get, cancel."
+)
+app.command(short_help="Publish a run, imported weights or an ONNX graph to the store.")(
+    export_cmd.export
+)
+app.command(short_help="Distil a model into a small, fast student for CPUs.")(distill_cmd.distill)
+app.command(short_help="Translate images and folders with a stored model.")(translate_cmd.translate)
+app.command(short_help="Serve the REST API and the web page.")(serve_cmd.serve)
+app.command(short_help="Run a Celery worker that batches translations from Redis.")(
+    serve_cmd.worker
+)
 models_app.command("list")(export_cmd.models_list)
 
 # --- settings --------------------------------------------------------------------------------
 
 
-@app.command("settings")
+@app.command("settings", short_help="Show the UNPAIRED_* settings of `serve` and `worker`.")
 def settings_show(
     env_example: Annotated[
         bool, typer.Option("--env-example", help="print .env.example: every variable, defaults")
@@ -123,7 +150,7 @@ def datasets_make(
 # --- train -------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Train a CycleGAN, DiscoGAN, CUT or FastCUT.")
 def train(
     dataroot: Annotated[Path | None, typer.Option(help="folder with trainA/ and trainB/")] = None,
     dataset: Annotated[str | None, typer.Option(help="built-in synthetic pair")] = None,
@@ -260,7 +287,7 @@ def _resumable(cfg: TrainConfig) -> Path | None:
 # --- evaluate ----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Score a run against the ground truth (PSNR, SSIM).")
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a training run directory")],
     dataroot: Annotated[

@@ -37,6 +37,26 @@ def assert_user_error(result: subprocess.CompletedProcess[str], message: str) ->
     assert "Traceback" not in result.stderr
 
 
+def test_help_lists_commands_in_the_order_of_the_work_one_line_each() -> None:
+    """A newcomer reads `unpaired --help` top to bottom: make data, train, ..., serve."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80", "TERM": "dumb"},
+    )
+    assert result.returncode == 0, result.stderr
+    panel = result.stdout.split("Commands")[1]
+    rows = [line.strip("│ ").split(maxsplit=1) for line in panel.splitlines() if "│" in line]
+    assert [row[0] for row in rows] == [
+        "datasets", "train", "evaluate", "distill", "export", "models",
+        "translate", "serve", "worker", "jobs", "settings",
+    ]  # fmt: skip
+    for name, summary in rows:  # a continuation row would start with a word of a summary
+        assert summary.endswith("."), f"{name}: {summary!r} is cut"
+
+
 def test_datasets_list_json() -> None:
     result = unpaired("datasets", "list", "--json")
     assert result.returncode == 0
