@@ -13,6 +13,10 @@ instance norm's statistics, and normalise every tile with them.
 
 With ``use_stats`` false it is the plain generator (``y == net(x)``) and ``stats`` holds the
 statistics it used; with ``use_stats`` true every instance norm uses ``stats_in`` instead.
+
+Statistics are raw feature-map means and variances: a trained network's reach the thousands,
+where one float32 step is 1e-4, so they are compared in the units the norm divides by
+(:meth:`SharedStatsGenerator.stats_error`), never as absolute numbers beside [-1, 1] outputs.
 """
 
 from __future__ import annotations
@@ -80,11 +84,13 @@ class SharedStatsGenerator(nn.Module):
         super().__init__()
         self.net = copy.deepcopy(net)
         self._context = _Context()
+        self._norms: list[tuple[int, int, float]] = []  # (offset, channels, eps) of each norm
         offset = 0
         for name, norm in _instance_norms(self.net):
             parent_name, _, child = name.rpartition(".")
             parent = self.net.get_submodule(parent_name) if parent_name else self.net
             setattr(parent, child, _SharedStatsNorm(norm, offset, self._context))
+            self._norms.append((offset, norm.num_features, norm.eps))
             offset += 2 * norm.num_features
         if offset == 0:
             raise ValueError(f"{type(net).__name__} has no instance norm to share statistics of")
@@ -100,6 +106,21 @@ class SharedStatsGenerator(nn.Module):
             context.stats_in = context.use_stats = None
             context.collected = {}
         return y, stats
+
+    def stats_error(self, actual: Tensor, expected: Tensor) -> float:
+        """The largest error of packed statistics `actual` against `expected` (N, S) as the
+        norms feel it: a mean's error in standard deviations, a variance's as a fraction of it.
+
+        Both are what an error becomes after normalisation ((x - mean) / std): 1e-4 here is
+        1e-4 on a normalised activation, whatever the scale the network's features live at."""
+        worst = 0.0
+        for offset, c, eps in self._norms:
+            mean, var = slice(offset, offset + c), slice(offset + c, offset + 2 * c)
+            scale = expected[:, var].clamp(min=0) + eps
+            mean_error = (actual[:, mean] - expected[:, mean]).abs() / scale.sqrt()
+            var_error = (actual[:, var] - expected[:, var]).abs() / scale
+            worst = max(worst, float(mean_error.max()), float(var_error.max()))
+        return worst
 
     def example_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Arguments for tracing: `x`, zero statistics, and the flag off."""
