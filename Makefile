@@ -6,10 +6,13 @@ DEMO_PAIR ?= day2night
 DEMO_STEPS ?= 400
 DEMO_DOMAINS ?= day,night
 DEMO_MODEL := model-store/demo-$(DEMO_PAIR)/manifest.json
+# A real model trained elsewhere (vintagify 0.1.2 on PyPI, sha256-pinned): see `unpaired models fetch`
+REAL_MODEL ?= vintage
+FETCH_FLAGS ?=
 # Debian packages the tests drive for real: a private Redis and a headless browser
 SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
 
-.PHONY: install serve demo demo-model test system-deps lint bench soak architecture screenshots clean
+.PHONY: install serve demo demo-model real-model test system-deps lint bench soak architecture screenshots clean
 
 $(BIN)/unpaired: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +22,15 @@ $(BIN)/unpaired: pyproject.toml
 
 install: $(BIN)/unpaired
 
-## serve: the service with its web page, on a demo model (trained and exported on first run)
-serve: install $(DEMO_MODEL)
-	$(BIN)/unpaired serve --store model-store
+## serve: the service with its web page, on a real model and a demo model (made on first run)
+serve: install $(DEMO_MODEL) real-model
+	UNPAIRED_DEFAULT_MODEL=$(REAL_MODEL) $(BIN)/unpaired serve --store model-store
+
+## real-model: fetch the real model into ./model-store; without a network, say why and go on
+real-model: | install
+	@test -f model-store/$(REAL_MODEL)/manifest.json || \
+		$(BIN)/unpaired models fetch $(REAL_MODEL) --store model-store $(FETCH_FLAGS) || \
+		echo "make: going on without the real model '$(REAL_MODEL)' (why: above); the demo model serves"
 
 ## demo-model: a small CycleGAN on a built-in pair, exported into ./model-store (~2 CPU minutes)
 demo-model: $(DEMO_MODEL)
@@ -35,11 +44,15 @@ $(DEMO_MODEL): | install
 		--alias $(DEMO_PAIR) --domains $(DEMO_DOMAINS) --dataroot data/$(DEMO_PAIR) --overwrite
 
 ## demo: the tour: synthetic dataset, train, evaluate, export, translate the held-out images
-demo: install $(DEMO_MODEL)
+demo: install $(DEMO_MODEL) real-model
 	$(BIN)/unpaired evaluate runs/demo-$(DEMO_PAIR) --dataroot data/$(DEMO_PAIR)
 	$(BIN)/unpaired models list --store model-store
 	$(BIN)/unpaired translate demo-$(DEMO_PAIR) data/$(DEMO_PAIR)/testA --direction AtoB \
 		--store model-store --out demo/$(DEMO_PAIR)-AtoB
+	@test ! -f model-store/$(REAL_MODEL)/manifest.json || \
+		$(BIN)/unpaired translate $(REAL_MODEL) $$($(BIN)/python -c \
+		"import skimage.data as d, pathlib; print(pathlib.Path(d.__file__).parent / 'chelsea.png')") \
+		--store model-store --out demo/$(REAL_MODEL)
 
 ## system-deps: install the Debian packages the tests use (as root or with sudo), if missing
 system-deps:

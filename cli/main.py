@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cli import distill_cmd, export_cmd, jobs_cmd, serve_cmd, translate_cmd
+from cli import distill_cmd, export_cmd, jobs_cmd, published_cmd, serve_cmd, translate_cmd
 from cli.common import EXIT_INTERRUPTED, err, print_json, user_errors
 
 if TYPE_CHECKING:  # imported when a command runs: `unpaired --help` stays quick
@@ -63,6 +63,7 @@ app.command(short_help="Run a Celery worker that batches translations from Redis
     serve_cmd.worker
 )
 models_app.command("list")(export_cmd.models_list)
+models_app.command("fetch")(published_cmd.fetch)
 
 # --- settings --------------------------------------------------------------------------------
 

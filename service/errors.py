@@ -182,6 +182,10 @@ class IntakeError(_Submission):
     """The submission as a whole cannot become a job (too many items, nothing usable)."""
 
 
+class ExampleNotFound(LookupError):
+    """No example photo of that name on this server (the message lists those it has)."""
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -228,6 +232,7 @@ ANSWERS: Final[dict[type[Exception], Answer]] = {
     BatcherClosed: Answer(503, "shutting_down", "the server is shutting down; retry shortly", True),
     BrokerUnavailable: Answer(503, "broker_unavailable", "the job queue is unreachable: {}", True),
     JobNotFound: Answer(404, "job_not_found"),
+    ExampleNotFound: Answer(404, "example_not_found"),
     JobNotFinished: Answer(409, "job_not_finished"),
     LocationError: Answer(422, "invalid_location"),
     ArchiveError: Answer(400, "bad_archive"),

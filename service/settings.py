@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="models (names or aliases) to load and warm at start; empty: all"
     )
+    default_model: str | None = Field(
+        None, description="the model (name or alias) the web page opens on; unset: the first"
+    )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="if set, every /v1 request needs `Authorization: Bearer <key>`"
     )

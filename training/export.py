@@ -50,6 +50,7 @@ from models.manifest import (
     sha256_file,
 )
 from models.norm_stats import SharedStatsGenerator, has_instance_norm
+from models.sample_photos import load_photo
 from models.weight_import import ImportChoices, ImportedGenerator, import_generators
 
 from .evaluate import generator_architecture, generator_weights, load_run_generators
@@ -251,9 +252,7 @@ def _check(model: onnx.ModelProto, label: str) -> None:
 
 def _real_images(height: int, width: int) -> np.ndarray:
     """Photos shipped with scikit-image, resized to (height, width): uint8 (2, H, W, 3)."""
-    from skimage import data
-
-    photos = [data.chelsea(), data.astronaut()]
+    photos = [load_photo("chelsea"), load_photo("astronaut")]
     resized = [
         np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.BICUBIC))
         for p in photos

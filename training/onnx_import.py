@@ -38,6 +38,7 @@ from models.manifest import (
     SourceFile,
     sha256_file,
 )
+from models.sample_photos import load_photo
 
 from .export import ExportError, ModelAbout, prepare_model_folder, write_manifest
 
@@ -389,12 +390,11 @@ def wrap(model: onnx.ModelProto, io: GraphIO, options: OnnxImportOptions) -> onn
 
 def parity_inputs(rules: SideRules, batch: int | None) -> list[np.ndarray]:
     """Random noise (non-square, batch 2 unless fixed at 1) and a real photo, in [-1, 1]."""
-    from skimage import data
-
     side = _round_up(max(rules.min_side, PROBE_SIDE), rules.multiple)
     noise = np.random.default_rng(1).uniform(-1, 1, (batch or 2, 3, side, side + rules.multiple))
     height, width = side + rules.multiple, side + 2 * rules.multiple
-    photo = Image.fromarray(data.astronaut()).resize((width, height), Image.Resampling.BICUBIC)
+    photo = Image.fromarray(load_photo("astronaut"))
+    photo = photo.resize((width, height), Image.Resampling.BICUBIC)
     return [noise.astype(np.float32), array_to_network(np.asarray(photo)[None])]
 
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from models.imaging import array_to_tensor, load_image
 from models.manifest import INPUT_NAME
+from models.sample_photos import load_photo
 
 from .config import TrainConfig
 from .folder_data import scan_images
@@ -45,10 +46,10 @@ def natural_photos(size: int = 256) -> DomainSamples:
     """Photos shipped with scikit-image: for models whose training images are not at hand."""
     from skimage import data
 
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    photos += [data.immunohistochemistry(), np.dstack([data.camera()] * 3)]
-    photos += [data.colorwheel()[..., :3], data.retina()]
-    fitted = [_fit(Image.fromarray(np.ascontiguousarray(p)), size) for p in photos]
+    names = ("astronaut", "chelsea", "coffee", "rocket", "tissue", "camera")
+    photos = [load_photo(name) for name in names]
+    photos += [np.ascontiguousarray(data.colorwheel()[..., :3]), load_photo("retina")]
+    fitted = [_fit(Image.fromarray(p), size) for p in photos]
     return DomainSamples(calibration=fitted[:6], holdout=fitted[6:])
 
 

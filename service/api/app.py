@@ -22,7 +22,7 @@ from service.api.error_handlers import AllowedMethods, install_error_handlers
 from service.api.metrics import Metrics
 from service.api.middleware import ServiceMiddleware
 from service.api.openapi import install_openapi
-from service.api.routers import bulk_jobs, health, model_catalog, translate, web
+from service.api.routers import bulk_jobs, examples, health, model_catalog, translate, web
 from service.api.security import ApiKeys, RateLimiter
 from service.api.state import ServiceState
 from service.inference.priorities import favour_interactive
@@ -136,7 +136,8 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     app.state.service = state
-    routers = (health.router, model_catalog.router, translate.router, bulk_jobs.router, web.router)
+    routers = [health.router, model_catalog.router, translate.router, bulk_jobs.router]
+    routers += [examples.router, web.router]
     for router in routers:
         app.include_router(router)
     routes = [*app.routes, *(route for router in routers for route in router.routes)]

@@ -184,6 +184,24 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     models: list[ModelInfo]
     problems: list[str] = Field(description="store folders whose manifest cannot be read")
+    default: str | None = Field(
+        None, description="the model to open on (UNPAIRED_DEFAULT_MODEL), if the store has it"
+    )
+
+
+class Example(BaseModel):
+    name: str
+    title: str
+    width: int
+    height: int
+    url: str = Field(description="the photo itself, PNG")
+
+
+class ExampleList(BaseModel):
+    examples: list[Example] = Field(
+        description="real photos that ship with the server's installed packages (scikit-image's "
+        "sample data), to try a model on; none where scikit-image is not installed"
+    )
 
 
 class Health(BaseModel):

@@ -24,8 +24,12 @@ async def list_models(state: StateDep, _: AuthDep) -> ModelList:
     catalog, _translator = state.ready()
     manifests = await run_in_threadpool(catalog.manifests)
     problems = await run_in_threadpool(catalog.problems)
+    default = state.settings.default_model
+    named = {n: m.name for m in manifests for n in (m.name, *m.aliases)}
     return ModelList(
-        models=[ModelInfo.from_manifest(m) for m in manifests], problems=list(problems)
+        models=[ModelInfo.from_manifest(m) for m in manifests],
+        problems=list(problems),
+        default=named.get(default) if default else None,
     )
 
 

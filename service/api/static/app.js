@@ -62,7 +62,8 @@ async function loadModels() {
     setStatus(`cannot list the models: ${await errorMessage(response)}`, true);
     return;
   }
-  models = (await response.json()).models;
+  const body = await response.json();
+  models = body.models;
   if (models.length === 0) {
     setStatus("The model store is empty: export a model first (unpaired export).", true);
     modelSelect.replaceChildren(new Option("no models", ""));
@@ -77,6 +78,7 @@ async function loadModels() {
     }),
   );
   if (models.some((m) => m.name === previous)) modelSelect.value = previous;
+  else if (body.default) modelSelect.value = body.default; // the server's pick: a real model
   modelSelect.disabled = false;
   fillDirections();
   setStatus(`${models.length} model${models.length > 1 ? "s" : ""} ready.`);
@@ -283,6 +285,52 @@ async function translate({ file, card, model, direction, format }) {
   }
 }
 
+// --- example photos: real photos the server ships, one click each ------------------------------
+
+const examples = $("#examples");
+
+async function loadExamples() {
+  let list;
+  try {
+    const response = await fetch("/v1/examples");
+    if (!response.ok) return;
+    list = (await response.json()).examples;
+  } catch (_) {
+    return; // no examples: the drop zone is enough
+  }
+  const buttons = list.map((example) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "example";
+    button.dataset.name = example.name;
+    button.title = `${example.title}, ${example.width}×${example.height}`;
+    const thumbnail = document.createElement("img");
+    thumbnail.src = example.url;
+    thumbnail.alt = "";
+    const label = document.createElement("span");
+    label.textContent = example.name;
+    button.append(thumbnail, label);
+    button.addEventListener("click", () => tryExample(example));
+    return button;
+  });
+  examples.querySelector(".example-list").replaceChildren(...buttons);
+  examples.hidden = buttons.length === 0;
+}
+
+async function tryExample(example) {
+  const response = await fetch(example.url);
+  if (!response.ok) {
+    setStatus(`cannot load the example: ${await errorMessage(response)}`, true);
+    return;
+  }
+  const blob = await response.blob();
+  addFiles([new File([blob], `${example.name}.png`, { type: "image/png" })]);
+}
+
+const fullSize = $("#full-size");
+fullSize.addEventListener("change", () => results.classList.toggle("full", fullSize.checked));
+results.classList.toggle("full", fullSize.checked);
+
 modelSelect.addEventListener("change", fillDirections);
 keyInput.value = localStorage.getItem(KEY_STORAGE) || "";
 keyInput.addEventListener("change", () => {
@@ -475,3 +523,4 @@ downloadButton.addEventListener("click", downloadResult);
 dropZone(bulkDrop, chooseBulkFiles);
 
 loadModels();
+loadExamples();

@@ -40,6 +40,31 @@ def test_models_list_and_one_model_by_alias(api: ClientFactory, model_store: Pat
     assert missing.status_code == 404 and "models: tiny" in missing.json()["error"]["message"]
 
 
+def test_the_default_model_is_named_when_the_store_has_it(
+    api: ClientFactory, model_store: Path
+) -> None:
+    defaults = {}
+    for setting in (None, "day2night", "tiny", "zebra2horse"):
+        with api(default_model=setting) as client:
+            defaults[setting] = client.get("/v1/models").json()["default"]
+    # unset: clients pick; an alias: the model's name; a model the store lacks: none
+    assert defaults == {None: None, "day2night": "tiny", "tiny": "tiny", "zebra2horse": None}
+
+
+def test_example_photos_are_listed_and_served_as_png(api: ClientFactory) -> None:
+    with api() as client:
+        listed = client.get("/v1/examples").json()["examples"]
+        chelsea = next(e for e in listed if e["name"] == "chelsea")
+        photo = client.get(chelsea["url"])
+        missing = client.get("/v1/examples/zebra")
+    assert (chelsea["width"], chelsea["height"]) == (451, 300)
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
+    assert photo.content.startswith(b"\x89PNG")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "example_not_found"
+    assert "chelsea" in missing.json()["error"]["message"]
+
+
 def test_a_model_published_while_serving_is_listed_and_served(
     api: ClientFactory, model_store: Path, tmp_path: Path, exported_model: Path
 ) -> None:

@@ -113,3 +113,42 @@ def test_the_page_asks_for_the_api_key_when_the_server_needs_one(
         assert (
             browser.execute_script("return localStorage.getItem('unpaired.apiKey')") == "secret-key"
         )
+
+
+def test_the_page_opens_on_the_default_model_and_translates_an_example_photo_at_full_size(
+    browser: webdriver.Chrome, model_store: Path, tmp_path: Path
+) -> None:
+    """A newcomer's first look: the real model the server names (UNPAIRED_DEFAULT_MODEL, not
+    the first in the list), one click on a real photo, input and output at their own size."""
+    from tests.conftest import edited_copy
+
+    edited_copy(model_store / "tiny", model_store / "vintage", domains={"A": "modern", "B": "old"})
+    env = service_env(model_store, default_model="vintage")
+    with running_server(env, tmp_path / "api.log") as server:
+        listed = httpx.get(f"{server.url}/v1/examples").json()["examples"]
+        chelsea = next(e for e in listed if e["name"] == "chelsea")
+        photo = httpx.get(server.url + chelsea["url"]).content
+        expected = httpx.post(
+            f"{server.url}/v1/models/vintage/translate?direction=AtoB&format=png",
+            content=photo,
+            headers={"content-type": "image/png"},
+        ).content
+        browser.get(server.url + "/")
+        wait(browser).until(lambda d: d.find_element(By.ID, "model").is_enabled())
+        model = Select(browser.find_element(By.ID, "model")).first_selected_option
+        assert model.text == "vintage (modern ↔ old)"
+        examples = browser.find_elements(By.CSS_SELECTOR, "#examples button.example")
+        assert "chelsea" in [b.get_attribute("data-name") for b in examples]
+        assert browser.find_element(By.ID, "examples").is_displayed()
+        browser.find_element(By.CSS_SELECTOR, "button.example[data-name=chelsea]").click()
+        wait(browser).until(lambda d: statuses(d) == {"done"})
+        card = browser.find_element(By.CSS_SELECTOR, ".result")
+        assert card.find_element(By.CSS_SELECTOR, ".name").text == "chelsea.png"
+        digest = sha256_in_browser(browser, ".result .output")
+        assert digest == hashlib.sha256(expected).hexdigest()
+        sizes = browser.execute_script(
+            "return [...document.querySelectorAll('.result img')]"
+            ".map((i) => [i.naturalWidth, i.clientWidth])"
+        )
+        assert sizes == [[451, 451], [451, 451]]  # full size: not scaled down to fit
+        screenshot(browser, tmp_path, "web-page-example.png")
