@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from cli.common import EXIT_INTERRUPTED, err, fail, user_errors
+from cli.common import EXIT_INTERRUPTED, err, user_errors
 from cli.export_cmd import StoreOption, store_url
 
 
@@ -62,8 +62,6 @@ def _model_teacher(name: str, store: str | None, threads: int | None) -> tuple[A
 
     model = ModelStore(store_url(store)).open(name)
     manifest = model.manifest
-    if set(manifest.directions) != {"AtoB", "BtoA"}:
-        fail(f"model {name!r} translates one way only; distillation trains both directions")
     options = EngineOptions(device="auto", threads=threads)
     engines = {d: Engine(model, d, options) for d in manifest.directions}
     # the torch generators, where the model carries weights (an imported ONNX graph has none)
@@ -92,7 +90,11 @@ def _model_teacher(name: str, store: str | None, threads: int | None) -> tuple[A
         networks=networks,
     )
     dataset = manifest.training.get("dataset")
-    return record, {"dataset": dataset if isinstance(dataset, str) else None}
+    directions = tuple(manifest.directions)
+    return record, {
+        "dataset": dataset if isinstance(dataset, str) else None,
+        "direction": directions[0] if len(directions) == 1 else "both",
+    }
 
 
 def distill(
@@ -141,7 +143,7 @@ def distill(
             "model": "distill", "teacher": teacher, "generator": student, "ngf": ngf,
             "out": out, "max_steps": max_steps, "batch_size": batch_size, "device": device,
             "threads": threads, "checkpoint_every": checkpoint_every,
-            "size": size or data.get("size"),
+            "size": size or data.get("size"), "direction": data.get("direction", "both"),
         }  # fmt: skip
         if dataroot is not None or dataset is not None:
             flags |= {"dataroot": dataroot, "dataset": dataset}

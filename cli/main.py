@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
@@ -30,7 +29,7 @@ class CommandsInWorkOrder(TyperGroup):
     """`unpaired --help` lists commands in the order of the work (make data, train, ..., serve),
     not in the order the modules happen to register them."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:  # the Context of typer's own click
         names = super().list_commands(ctx)
         rank = {name: i for i, name in enumerate(WORK_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
@@ -108,6 +107,15 @@ def settings_show(
 # --- datasets --------------------------------------------------------------------------------
 
 
+def _photos_description() -> str:
+    from models.sample_photos import HELD_OUT
+
+    return (
+        f"the real photos scikit-image ships (A only; held out: {', '.join(HELD_OUT)}), "
+        "to distil a one-way photo model on"
+    )
+
+
 @datasets_app.command("list")
 def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the built-in synthetic domain pairs."""
@@ -126,25 +134,38 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     table = Table("name", "A", "B", "description")
     for p in PAIRS.values():
         table.add_row(p.name, p.domain_a, p.domain_b, p.description)
+    table.add_row(
+        "photos",
+        "photo",
+        "-",
+        "the real photos scikit-image ships (A only; held out: "
+        "chelsea, coffee), to distil a one-way photo model on",
+    )
     err.print(table)
 
 
 @datasets_app.command("make")
 def datasets_make(
-    name: Annotated[str, typer.Argument(help="built-in pair, see `unpaired datasets list`")],
+    name: Annotated[
+        str, typer.Argument(help="built-in pair or `photos`, see `unpaired datasets list`")
+    ],
     out: Annotated[Path, typer.Option("--out", help="folder to write (created)")],
     size: Annotated[int, typer.Option(min=8)] = 64,
     n_train: Annotated[int, typer.Option("--n-train", min=1)] = 1000,
     n_test: Annotated[int, typer.Option("--n-test", min=1)] = 200,
     seed: int = 0,
 ) -> None:
-    """Write NAME as trainA/ trainB/ testA/ testB/ plus ground truth testA_to_B/ testB_to_A/."""
-    from training.make_dataset import write_synthetic_dataset
+    """Write NAME as trainA/ trainB/ testA/ testB/ plus ground truth testA_to_B/ testB_to_A/;
+    `photos`: the real photos scikit-image ships, trainA/ and held-out testA/ (for distill)."""
+    from training.make_dataset import PHOTOS_DATASET, write_photo_dataset, write_synthetic_dataset
 
     with user_errors():
-        counts = write_synthetic_dataset(
-            name, out, size=size, n_train=n_train, n_test=n_test, seed=seed
-        )
+        if name == PHOTOS_DATASET:
+            counts = write_photo_dataset(out)
+        else:
+            counts = write_synthetic_dataset(
+                name, out, size=size, n_train=n_train, n_test=n_test, seed=seed
+            )
     err.print(f"wrote {name} to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

@@ -122,7 +122,8 @@ class TrainConfig(BaseModel):
     direction: Direction = Field(
         "both",
         description="cut/fastcut: the directions to learn (both: a generator, discriminator "
-        "and projection head per direction, in one run); cyclegan and discogan learn both",
+        "and projection head per direction, in one run); distill: the teacher's (one, for a "
+        "model that translates one way); cyclegan and discogan learn both",
     )
     dataroot: Path | None = Field(None, description="folder with trainA/ trainB/ (testA/ testB/)")
     dataset: str | None = Field(None, description="built-in synthetic pair, made on the fly")
@@ -169,6 +170,12 @@ class TrainConfig(BaseModel):
     lambda_ssim: float = Field(1.0, ge=0, description="distill: weight of 1 - SSIM beside L1")
     distill_holdout: int = Field(
         50, ge=1, description="distill: held-out images per direction to measure fidelity on"
+    )
+    distill_crops: int = Field(
+        1,
+        ge=1,
+        description="distill: crops cut from each training image, each at its own random "
+        "scale (a few large photos teach as many crops as a folder of small images)",
     )
     distill_init: Literal["auto", "teacher", "random"] = Field(
         "auto",
@@ -291,8 +298,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_sided_models_only(self) -> TrainConfig:
-        if self.direction != "both" and self.model not in ("cut", "fastcut"):
-            raise ValueError(f"{self.model} learns both directions; direction is for cut/fastcut")
+        if self.direction != "both" and self.model not in ("cut", "fastcut", "distill"):
+            raise ValueError(
+                f"{self.model} learns both directions; direction is for cut, fastcut and distill"
+            )
         return self
 
     @property

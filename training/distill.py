@@ -148,7 +148,7 @@ def source_images(cfg: TrainConfig, split: str, direction: str) -> Iterator[np.n
 def training_inputs(cfg: TrainConfig, direction: str) -> Iterator[np.ndarray]:
     """What the student trains on: each training image at a random scale between the training
     crop and its own size (the range of sizes the domain comes in), a random size x size crop
-    of it, and (with `flip`) that crop mirrored too.
+    of it, and (with `flip`) that crop mirrored too; `distill_crops` such crops per image.
 
     The teacher is run on exactly these inputs. Cropping or mirroring its output instead would
     be wrong: instance norm sees the whole input, padding sees its border, and a transposed
@@ -158,11 +158,13 @@ def training_inputs(cfg: TrainConfig, direction: str) -> Iterator[np.ndarray]:
     dB with the teacher's own outputs, on day2night after 1,700 steps).
     """
     for index, image in enumerate(source_images(cfg, "train", direction)):
-        rng = np.random.default_rng([cfg.seed, index, DIRECTIONS.index(direction)])
-        crop = _random_crop(image, cfg.size, rng)
-        yield crop
-        if cfg.flip:
-            yield np.ascontiguousarray(crop[:, ::-1])
+        for crop_index in range(cfg.distill_crops):
+            key = [cfg.seed, index, DIRECTIONS.index(direction)]
+            rng = np.random.default_rng([*key, crop_index] if crop_index else key)  # 1st: as ever
+            crop = _random_crop(image, cfg.size, rng)
+            yield crop
+            if cfg.flip:
+                yield np.ascontiguousarray(crop[:, ::-1])
 
 
 def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -201,7 +203,12 @@ def build_teacher_cache(cfg: TrainConfig, teacher: TeacherRecord, run_dir: Path)
     info: dict[str, Any] = {
         "teacher": teacher.info(),
         "dataset": cfg.dataset or cfg.dataroot,
-        "training_inputs": {"size": cfg.size, "flip": cfg.flip, "seed": cfg.seed},
+        "training_inputs": {
+            "size": cfg.size,
+            "flip": cfg.flip,
+            "seed": cfg.seed,
+            "crops": cfg.distill_crops,
+        },
     }
     if (cache / _INFO).exists():
         recorded = json.loads((cache / _INFO).read_text())
@@ -215,7 +222,7 @@ def build_teacher_cache(cfg: TrainConfig, teacher: TeacherRecord, run_dir: Path)
     shutil.rmtree(partial, ignore_errors=True)
     counts: dict[str, int] = {}
     for split in _SPLITS:
-        for direction in DIRECTIONS:
+        for direction in cfg.directions:
             folder = partial / split / direction
             folder.mkdir(parents=True)
             index = 0
@@ -259,16 +266,15 @@ class DistillDataset(Dataset[dict[str, Tensor]]):
     pairs repeat, and a resumed run sees the batches the uninterrupted one saw.
     """
 
-    def __init__(self, cache: Path) -> None:
-        self.pairs = {d: _pairs(cache / "train" / d) for d in DIRECTIONS}
+    def __init__(self, cache: Path, directions: Sequence[str] = DIRECTIONS) -> None:
+        self.pairs = {d: _pairs(cache / "train" / d) for d in directions}
 
     def __len__(self) -> int:
         return max(len(p) for p in self.pairs.values())
 
     def __getitem__(self, key: int) -> dict[str, Tensor]:
         sample: dict[str, Tensor] = {}
-        for direction in DIRECTIONS:
-            pairs = self.pairs[direction]
+        for direction, pairs in self.pairs.items():
             source, target = pairs[key % len(pairs)]
             sample[_source(direction)] = image_to_tensor(load_image(source))
             sample[f"{_source(direction)}_teacher"] = image_to_tensor(load_image(target))
@@ -350,7 +356,8 @@ class Distiller(ckpt.ResumesFromSteppers):
     ) -> None:
         self.cfg, self.device, self.dist_info = cfg, device, dist_info
         torch.manual_seed(cfg.seed)
-        self.nets = {d: build_run_generator(cfg) for d in DIRECTIONS}  # G: AtoB, F: BtoA
+        self.directions = cfg.directions  # the teacher's: one, for a model that maps one way
+        self.nets = {d: build_run_generator(cfg) for d in self.directions}  # G: AtoB, F: BtoA
         self.teachers, self.discriminators = teacher_parts(cfg, teacher)
         for net in self.teachers.values():
             net.to(device).eval().requires_grad_(False)
@@ -392,7 +399,7 @@ class Distiller(ckpt.ResumesFromSteppers):
         """One update of both students toward the teacher's outputs (and features)."""
         cfg = self.cfg
         inputs, targets = {}, {}
-        for d in DIRECTIONS:
+        for d in self.directions:
             inputs[d] = to_device(batch[_source(d)], cfg, self.device)
             targets[d] = to_device(batch[f"{_source(d)}_teacher"], cfg, self.device)
         if self.discriminators:
@@ -401,7 +408,7 @@ class Distiller(ckpt.ResumesFromSteppers):
         with autocast_for(cfg, self.device):
             out = self.students(inputs, self.taps)
             loss = torch.zeros((), device=self.device)
-            for d in DIRECTIONS:
+            for d in self.directions:
                 student, features = out[d]
                 logs[f"{d}/l1"] = nn.functional.l1_loss(student, targets[d])
                 logs[f"{d}/ssim"] = _structure_loss(student, targets[d])
@@ -416,20 +423,20 @@ class Distiller(ckpt.ResumesFromSteppers):
                     loss = loss + cfg.lambda_gan * logs[f"{d}/gan"]
         backward_and_step(self.scaler, self.opt, loss)
         if self.discriminators:
-            logs |= self._discriminator_step({d: out[d][0].detach() for d in DIRECTIONS}, targets)
+            students = {d: out[d][0].detach() for d in self.directions}
+            logs |= self._discriminator_step(students, targets)
         self.scaler.update()
         self.sched.step()
         if self.sched_D is not None:
             self.sched_D.step()
         self.step_count += 1
         logs["total"] = loss
+        names = {"AtoB": ("real_x", "student_y", "teacher_y"),
+                 "BtoA": ("real_y", "student_x", "teacher_x")}  # fmt: skip
         visuals = {
-            "real_x": inputs["AtoB"],
-            "student_y": out["AtoB"][0],
-            "teacher_y": targets["AtoB"],
-            "real_y": inputs["BtoA"],
-            "student_x": out["BtoA"][0],
-            "teacher_x": targets["BtoA"],
+            name: image
+            for d in self.directions
+            for name, image in zip(names[d], (inputs[d], out[d][0], targets[d]), strict=True)
         }
         return {k: v.detach() for k, v in logs.items()}, visuals
 
@@ -457,7 +464,8 @@ class Distiller(ckpt.ResumesFromSteppers):
     def weights(self) -> dict[str, nn.Module]:
         """G and F are the names a run's checkpoint (and export) expects; the adapters and
         discriminators train along and resume with them."""
-        nets: dict[str, nn.Module] = {"G": self.nets["AtoB"], "F": self.nets["BtoA"]}
+        names = {"AtoB": "G", "BtoA": "F"}
+        nets: dict[str, nn.Module] = {names[d]: net for d, net in self.nets.items()}
         nets |= {f"adapters_{d}": a for d, a in self.adapters.items()}
         nets |= {_DISCRIMINATOR[d]: judge for d, judge in self.discriminators.items()}
         return nets
@@ -493,9 +501,9 @@ def teacher_parts(
         usable = {}
     judges: dict[str, nn.Module] = {}
     if cfg.lambda_gan > 0:
-        if teacher is None or set(teacher.discriminators) != set(DIRECTIONS):
+        if teacher is None or not set(cfg.directions) <= set(teacher.discriminators):
             raise DistillError("lambda_gan needs a training run as teacher (its discriminators)")
-        judges = dict(teacher.discriminators)
+        judges = {d: teacher.discriminators[d] for d in cfg.directions}
     return dict(usable), judges
 
 

@@ -66,7 +66,7 @@ def training_data(
         raise ckpt.CheckpointError(
             f"{cfg.out} has no cached teacher outputs: start the distillation with its teacher"
         )
-    return DistillDataset(cache)
+    return DistillDataset(cache, cfg.directions)
 
 
 def build_step_model(

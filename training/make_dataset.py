@@ -40,3 +40,27 @@ def write_synthetic_dataset(
     meta = {"pair": name, "A": pair.domain_a, "B": pair.domain_b, "size": size, "seed": seed}
     (Path(out) / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
     return {sub: len(list(folder.iterdir())) for sub, folder in folders.items()}
+
+
+PHOTOS_DATASET = "photos"  # `unpaired datasets make photos`: real photos, not a synthetic pair
+
+
+def write_photo_dataset(out: Path) -> dict[str, int]:
+    """The real photos installed packages ship (models.sample_photos) as domain A of a folder
+    dataset: trainA/ all but the held-out ones, testA/ those (never trained on), at their own
+    size. A one-way teacher of photos (`vintage`) distils on it."""
+    from models.sample_photos import HELD_OUT, available, load_photo
+
+    photos = available()
+    if not photos:
+        raise ValueError("no sample photos here: the photos dataset needs scikit-image")
+    counts = {"trainA": 0, "testA": 0}
+    for photo in photos:
+        split = "testA" if photo.name in HELD_OUT else "trainA"
+        folder = Path(out) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(load_photo(photo.name)).save(folder / f"{photo.name}.png")
+        counts[split] += 1
+    meta = {"photos": [p.name for p in photos], "held_out": list(HELD_OUT)}
+    (Path(out) / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return counts

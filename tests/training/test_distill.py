@@ -173,6 +173,30 @@ def test_a_student_starts_as_its_teachers_copy(teacher_store: Path, tmp_path: Pa
         assert scores["random"][direction]["psnr_db"] < scores["teacher"][direction]["psnr_db"] - 10
 
 
+def test_a_teacher_that_translates_one_way_teaches_that_way(
+    teacher_store: Path, tmp_path: Path
+) -> None:
+    """vintagify's generator maps modern to vintage only: its student learns AtoB alone."""
+    from tests.conftest import edited_copy
+
+    store = tmp_path / "store"
+    shutil.copytree(teacher_store, store)
+    manifest = json.loads((store / "teacher" / "manifest.json").read_text())
+    edited_copy(store / "teacher", store / "oneway",
+                directions={"AtoB": manifest["directions"]["AtoB"]})  # fmt: skip
+    run = tmp_path / "student"
+    done = unpaired("distill", "oneway", "--store", store, "--out", run, "--max-steps", "2",
+                    *STUDENT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = json.loads((run / CACHE_DIR / "teacher.json").read_text())
+    assert info["images"] == {"train/AtoB": 16, "test/AtoB": 4}
+    exported = unpaired("export", run, "--name", "s", "--store", store, "--no-tiled")
+    assert exported.returncode == 0, exported.stderr
+    student = parse_manifest((store / "s" / "manifest.json").read_text(), source="test")
+    assert set(student.directions) == {"AtoB"}
+    assert student.distillation is not None and set(student.distillation.fidelity) == {"AtoB"}
+
+
 def test_what_a_teacher_cannot_give_is_a_clear_error(teacher_store: Path, tmp_path: Path) -> None:
     store = teacher_store
     # a store model has no discriminators to play against

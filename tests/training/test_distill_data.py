@@ -58,3 +58,8 @@ def test_folder_images_of_any_size_become_crops_at_random_scales(tmp_path: Path)
     assert np.array_equal(crops[4], np.asarray(Image.open(tmp_path / "trainA" / "2.png")))
     again = list(training_inputs(cfg, "AtoB"))
     assert all(np.array_equal(a, b) for a, b in zip(crops, again, strict=True))  # seeded
+    # several crops per image, each its own draw; the first is the one a single crop gives
+    many = list(training_inputs(cfg.model_copy(update={"distill_crops": 3}), "AtoB"))
+    assert len(many) == 18
+    assert np.array_equal(many[0], crops[0]) and np.array_equal(many[6], crops[2])
+    assert not np.array_equal(many[0], many[2])  # two crops of the 40x60 image
