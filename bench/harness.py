@@ -129,12 +129,13 @@ def identity_model(folder: Path) -> Path:
 def photo_crops(size: int, image_format: str = "PNG") -> list[bytes]:
     """16 PNGs (or JPEGs, quality 90): four square crops (centre, two corners, a zoom) of four
     real photos that ship with scikit-image, resized to `size`."""
-    import skimage.data
     from PIL import Image
+
+    from models.sample_photos import load_photo
 
     out = []
     for name in PHOTOS:
-        rgb = getattr(skimage.data, name)()
+        rgb = load_photo(name)
         h, w = rgb.shape[:2]
         s = min(h, w)
         boxes = [
