@@ -12,7 +12,7 @@ FETCH_FLAGS ?=
 # Debian packages the tests drive for real: a private Redis and a headless browser
 SYSTEM_PACKAGES := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
 
-.PHONY: install serve demo demo-model real-model test system-deps lint bench soak architecture screenshots clean
+.PHONY: install serve demo demo-model real-model student test system-deps lint bench soak architecture screenshots clean
 
 $(BIN)/unpaired: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ install: $(BIN)/unpaired
 
 ## serve: the service with its web page, on a real model and a demo model (made on first run)
 serve: install $(DEMO_MODEL) real-model
-	UNPAIRED_DEFAULT_MODEL=$(REAL_MODEL) $(BIN)/unpaired serve --store model-store
+	UNPAIRED_DEFAULT_MODEL=$$(test -f model-store/$(STUDENT)/manifest.json && echo $(STUDENT) \
+		|| echo $(REAL_MODEL)) $(BIN)/unpaired serve --store model-store
 
 ## real-model: fetch the real model into ./model-store; without a network, say why and go on
 real-model: | install
@@ -42,6 +43,20 @@ $(DEMO_MODEL): | install
 		--max-steps $(DEMO_STEPS) --out runs/demo-$(DEMO_PAIR)
 	$(BIN)/unpaired export runs/demo-$(DEMO_PAIR) --name demo-$(DEMO_PAIR) --store model-store \
 		--alias $(DEMO_PAIR) --domains $(DEMO_DOMAINS) --dataroot data/$(DEMO_PAIR) --overwrite
+
+## student: a CPU student of the real model, distilled on the photos scikit-image ships (~30 min)
+STUDENT := $(REAL_MODEL)-cpu
+STUDENT_STEPS ?= 4000
+student: install real-model
+	$(BIN)/unpaired datasets make photos --out data/photos
+	rm -rf runs/$(STUDENT)
+	$(BIN)/unpaired distill $(REAL_MODEL) --store model-store --dataroot data/photos \
+		--out runs/$(STUDENT) --student resnet_6blocks --ngf 16 --size 128 --batch-size 4 \
+		--max-steps $(STUDENT_STEPS) --set distill_crops=24 --set distill_holdout=2 --no-progress
+	$(BIN)/unpaired export runs/$(STUDENT) --name $(STUDENT) --store model-store --overwrite \
+		--domains modern,vintage --int8 --license MIT --description "$(STUDENT_ABOUT)"
+STUDENT_ABOUT := A CPU student of vintage (vintagify 0.1.2, MIT): a ResNet-6 at width 16, distilled \
+	on the photos scikit-image ships (held out: chelsea, coffee) by make student; see docs/quality.md
 
 ## demo: the tour: synthetic dataset, train, evaluate, export, translate the held-out images
 demo: install $(DEMO_MODEL) real-model

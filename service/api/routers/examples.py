@@ -1,8 +1,10 @@
-"""``/v1/examples``: real photos to try a model on, from the server's installed packages.
+"""``/examples``: real photos to try a model on, from the server's installed packages.
 
 The web page offers them as one-click inputs, so a first look at a model is a real photo, not
-whatever a newcomer has at hand. They come from :mod:`models.sample_photos` (scikit-image's
-sample data); a server without scikit-image (the torch-free API image) lists none.
+whatever a newcomer has at hand. They are the page's own resources, open like the page (an
+``<img>`` sends no API key) and outside the API's schema. They come from
+:mod:`models.sample_photos` (scikit-image's sample data); a server without scikit-image (the
+torch-free API image) lists none.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from models.sample_photos import available, load_photo
-from service.api.openapi import error_responses
 from service.api.schemas import Example, ExampleList
 from service.errors import ExampleNotFound
 
-router = APIRouter(prefix="/v1/examples", tags=["examples"])
+router = APIRouter(prefix="/examples", include_in_schema=False)
 
 
-@router.get("", summary="Real photos to try a model on")
+@router.get("")
 async def list_examples() -> ExampleList:
     photos = await run_in_threadpool(lambda: [(p, load_photo(p.name).shape) for p in available()])
     return ExampleList(
         examples=[
-            Example(name=p.name, title=p.title, width=w, height=h, url=f"/v1/examples/{p.name}")
+            Example(name=p.name, title=p.title, width=w, height=h, url=f"/examples/{p.name}")
             for p, (h, w, _) in photos
         ]
     )
@@ -40,15 +41,7 @@ def _png(name: str) -> bytes:
     return buffer.getvalue()
 
 
-@router.get(
-    "/{name}",
-    summary="One example photo (PNG)",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "the photo"},
-        **error_responses({404: "`example_not_found`: the message lists the examples"}),
-    },
-)
+@router.get("/{name}", response_class=Response)
 async def get_example(name: str) -> Response:
     names = [p.name for p in available()]
     if name not in names:

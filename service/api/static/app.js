@@ -292,7 +292,7 @@ const examples = $("#examples");
 async function loadExamples() {
   let list;
   try {
-    const response = await fetch("/v1/examples");
+    const response = await fetch("/examples");
     if (!response.ok) return;
     list = (await response.json()).examples;
   } catch (_) {

@@ -53,10 +53,10 @@ def test_the_default_model_is_named_when_the_store_has_it(
 
 def test_example_photos_are_listed_and_served_as_png(api: ClientFactory) -> None:
     with api() as client:
-        listed = client.get("/v1/examples").json()["examples"]
+        listed = client.get("/examples").json()["examples"]
         chelsea = next(e for e in listed if e["name"] == "chelsea")
         photo = client.get(chelsea["url"])
-        missing = client.get("/v1/examples/zebra")
+        missing = client.get("/examples/zebra")
     assert (chelsea["width"], chelsea["height"]) == (451, 300)
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
     assert photo.content.startswith(b"\x89PNG")

@@ -125,7 +125,7 @@ def test_the_page_opens_on_the_default_model_and_translates_an_example_photo_at_
     edited_copy(model_store / "tiny", model_store / "vintage", domains={"A": "modern", "B": "old"})
     env = service_env(model_store, default_model="vintage")
     with running_server(env, tmp_path / "api.log") as server:
-        listed = httpx.get(f"{server.url}/v1/examples").json()["examples"]
+        listed = httpx.get(f"{server.url}/examples").json()["examples"]
         chelsea = next(e for e in listed if e["name"] == "chelsea")
         photo = httpx.get(server.url + chelsea["url"]).content
         expected = httpx.post(
