@@ -65,10 +65,10 @@ demo: install $(DEMO_MODEL) real-model
 	$(BIN)/unpaired models list --store model-store
 	$(BIN)/unpaired translate demo-$(DEMO_PAIR) data/$(DEMO_PAIR)/testA --direction AtoB \
 		--store model-store --out demo/$(DEMO_PAIR)-AtoB
-	@test ! -f model-store/$(REAL_MODEL)/manifest.json || \
-		$(BIN)/unpaired translate $(REAL_MODEL) $$($(BIN)/python -c \
-		"import skimage.data as d, pathlib; print(pathlib.Path(d.__file__).parent / 'chelsea.png')") \
-		--store model-store --out demo/$(REAL_MODEL)
+	@test ! -f model-store/$(REAL_MODEL)/manifest.json || { \
+		$(BIN)/unpaired datasets make photos --out data/photos && \
+		$(BIN)/unpaired translate $(REAL_MODEL) data/photos/testA --store model-store \
+			--out demo/$(REAL_MODEL); }
 
 ## system-deps: install the Debian packages the tests use (as root or with sudo), if missing
 system-deps:

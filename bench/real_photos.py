@@ -10,7 +10,7 @@ run), on real photos that ship with scikit-image (models.sample_photos):
 * **seams**: a 2048x2048 photo through each model tiled (the service's default: 512 tiles,
   statistics shared from a thumbnail) against the same model untiled: PSNR.
 
-    python -m bench.real_photos --store model-store --teacher vintage --student vintage-student
+    python -m bench.real_photos --store model-store --teacher vintage --student vintage-cpu
     python -m bench.real_photos --store model-store --teacher vintage --quick   # no 12 Mpx
 """
 
@@ -33,7 +33,7 @@ from models.sample_photos import HELD_OUT, load_photo
 from service.inference.engine import Engine, EngineOptions
 from service.inference.image_io import DecodedImage
 from service.settings import PrecisionName
-from service.store.model_store import ModelStore
+from service.store.model_store import ModelStore, StoredModel
 
 SIZES = {"256": (256, 256), "1024": (1024, 1024), "12mp": (4240, 2830)}  # 12.0 Mpx, 3:2
 SPEED_PHOTO = "motorcycle"  # 741x500, 3:2: resized to each size
@@ -53,8 +53,11 @@ def _photo(name: str, size: tuple[int, int]) -> DecodedImage:
     return DecodedImage(rgb=np.asarray(photo), alpha=None)
 
 
-def _engine(store: ModelStore, subject: Subject, threads: int | None, **options: Any) -> Engine:
-    model = store.open(subject.name)
+Models = dict[str, StoredModel]  # opened (every checksum verified) once, by name
+
+
+def _engine(models: Models, subject: Subject, threads: int | None, **options: Any) -> Engine:
+    model = models[subject.name]
     engine_options = EngineOptions(
         backend="onnx", device="cpu", precision=subject.precision, threads=threads, **options
     )
@@ -83,14 +86,14 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure_speed(
-    store: ModelStore, subjects: list[Subject], sizes: list[str], threads: int | None
+    models: Models, subjects: list[Subject], sizes: list[str], threads: int | None
 ) -> list[dict[str, Any]]:
     rows = []
     for key in sizes:
         image = _photo(SPEED_PHOTO, SIZES[key])
         repeats = 1 if key == "12mp" else 5
         for subject in subjects:
-            times = _seconds(_engine(store, subject, threads), image, repeats)
+            times = _seconds(_engine(models, subject, threads), image, repeats)
             rows.append({"size": key, "pixels": SIZES[key][0] * SIZES[key][1],
                          "role": subject.role, "model": subject.name,
                          "precision": subject.precision, "seconds": times,
@@ -101,10 +104,10 @@ def measure_speed(
     return rows
 
 
-def measure_fidelity(store: ModelStore, teacher: str, student: Subject) -> list[dict[str, Any]]:
+def measure_fidelity(models: Models, teacher: str, student: Subject) -> list[dict[str, Any]]:
     engines = {
-        "teacher": _engine(store, Subject("teacher", teacher, "fp32"), None),
-        "student": _engine(store, student, None),
+        "teacher": _engine(models, Subject("teacher", teacher, "fp32"), None),
+        "student": _engine(models, student, None),
     }
     rows = []
     for name in HELD_OUT:
@@ -118,26 +121,26 @@ def measure_fidelity(store: ModelStore, teacher: str, student: Subject) -> list[
     return rows
 
 
-def measure_seams(store: ModelStore, subjects: list[Subject]) -> list[dict[str, Any]]:
+def measure_seams(models: Models, subjects: list[Subject]) -> list[dict[str, Any]]:
     image = _photo(SEAM_PHOTO, (SEAM_SIDE, SEAM_SIDE))
     rows = []
     for subject in subjects:
         if subject.precision != "fp32":
             continue
-        tiled = _engine(store, subject, None).translate([image])[0].rgb
-        whole = _engine(store, subject, None, max_untiled_pixels=SEAM_SIDE**2)
+        tiled = _engine(models, subject, None).translate([image])[0].rgb
+        whole = _engine(models, subject, None, max_untiled_pixels=SEAM_SIDE**2)
         untiled = whole.translate([image])[0].rgb
         rows.append({"model": subject.name, "side": SEAM_SIDE, "psnr_db": psnr(tiled, untiled),
                      "max_abs": int(np.abs(tiled.astype(int) - untiled).max())})  # fmt: skip
     return rows
 
 
-def _subjects(store: ModelStore, teacher: str, student: str | None) -> list[Subject]:
+def _subjects(models: Models, teacher: str, student: str | None) -> list[Subject]:
     subjects = []
     for role, name in (("teacher", teacher), ("student", student)):
         if name is None:
             continue
-        files = store.open(name).manifest.directions["AtoB"]
+        files = models[name].manifest.directions["AtoB"]
         subjects.append(Subject(role, name, "fp32"))
         if files.onnx_int8:
             subjects.append(Subject(role, name, "int8"))
@@ -181,16 +184,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if not (args.quick and s == "12mp")]
     store = ModelStore(args.store)
-    subjects = _subjects(store, args.teacher, args.student)
+    models = {name: store.open(name) for name in (args.teacher, args.student) if name}
+    subjects = _subjects(models, args.teacher, args.student)
     err.print(f"measuring {', '.join(f'{s.name} {s.precision}' for s in subjects)} ...")
     students = [s for s in subjects if s.role == "student"]
     result = {
         "cpu": cpu_name(),
         "threads": args.threads or "every CPU",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "speed": measure_speed(store, subjects, sizes, args.threads),
-        "fidelity": [r for s in students for r in measure_fidelity(store, args.teacher, s)],
-        "seams": measure_seams(store, subjects),
+        "speed": measure_speed(models, subjects, sizes, args.threads),
+        "fidelity": [r for s in students for r in measure_fidelity(models, args.teacher, s)],
+        "seams": measure_seams(models, subjects),
     }
     print_report(result)
     report_json(result, args.json_out)

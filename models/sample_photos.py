@@ -9,15 +9,15 @@ Grey photos are real photos too; they come back as three equal channels.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["HELD_OUT", "PHOTOS", "SamplePhoto", "available", "load_photo"]
+__all__ = ["HELD_OUT", "PHOTOS", "SamplePhoto", "available", "load_photo", "photo_size"]
 
 
 @dataclass(frozen=True)
@@ -63,19 +63,22 @@ def available() -> list[SamplePhoto]:
     return [p for p in PHOTOS.values() if folder is not None and (folder / p.file).is_file()]
 
 
-@cache
-def _load(name: str) -> np.ndarray:
+def _open(name: str) -> Image.Image:
+    """Photo `name` opened lazily (its header read, its pixels not yet decoded)."""
+    if name not in PHOTOS:
+        raise KeyError(name)
     folder = _folder()
     if folder is None:
         raise KeyError(f"{name}: scikit-image is not installed")
     with (folder / PHOTOS[name].file).open("rb") as file:
-        pixels = np.asarray(Image.open(file).convert("RGB"))
-    pixels.flags.writeable = False  # shared by every caller
-    return pixels
+        return Image.open(io.BytesIO(file.read()))
+
+
+def photo_size(name: str) -> tuple[int, int]:
+    """(width, height) of photo `name`, from its header: listing the photos decodes none."""
+    return _open(name).size
 
 
 def load_photo(name: str) -> np.ndarray:
-    """Photo `name` as uint8 RGB (H, W, 3), read-only; KeyError for a name not in PHOTOS."""
-    if name not in PHOTOS:
-        raise KeyError(name)
-    return _load(name)
+    """Photo `name` as uint8 RGB (H, W, 3); KeyError for a name not in PHOTOS."""
+    return np.asarray(_open(name).convert("RGB"))

@@ -39,6 +39,14 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+def _succeeds_with_every_image(url: str, job_id: str, paths: list[Path], store: Path) -> None:
+    """The job ends `succeeded`, every image done once, with the CLI's bytes."""
+    done = wait_for_job(url, job_id, timeout=300)
+    assert done["state"] == "succeeded", done
+    assert done["counts"] == {"total": len(paths), "done": len(paths), "failed": 0}
+    _exact_outputs(url, job_id, paths, store)
+
+
 def _exact_outputs(url: str, job_id: str, paths: list[Path], store: Path) -> None:
     """The job's outputs are the CLI's bytes, each image once."""
     expected = dict(zip((p.name for p in paths), expected_outputs(store, paths), strict=True))
@@ -128,10 +136,7 @@ def test_a_job_survives_a_redis_restart_in_its_middle(
         held.wait_reached()
         redis_server.restart()
         held.open()
-        done = wait_for_job(server.url, job_id, timeout=300)
-        assert done["state"] == "succeeded", done
-        assert done["counts"] == {"total": 6, "done": 6, "failed": 0}
-        _exact_outputs(server.url, job_id, paths, model_store)
+        _succeeds_with_every_image(server.url, job_id, paths, model_store)
     assert len(list((tmp_path / "jobs" / job_id / "outputs").iterdir())) == 6
 
 
@@ -160,10 +165,7 @@ def test_a_worker_stopped_mid_chunk_finishes_it_or_hands_it_back(
                 held.open()
                 assert stopping.wait(120) == 0  # warm shutdown: it finished what it ran
                 with running_workers(env, tmp_path, count=1):
-                    done = wait_for_job(server.url, job_id, timeout=300)
-                    assert done["state"] == "succeeded", done
-                    assert done["counts"] == {"total": 6, "done": 6, "failed": 0}
-                    _exact_outputs(server.url, job_id, paths, model_store)
+                    _succeeds_with_every_image(server.url, job_id, paths, model_store)
         finally:
             stop_process(stopping)
     assert len(list((tmp_path / "jobs" / job_id / "outputs").iterdir())) == 6

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from models.sample_photos import available, load_photo
+from models.sample_photos import available, load_photo, photo_size
 from service.api.schemas import Example, ExampleList
 from service.errors import ExampleNotFound
 
@@ -25,11 +25,11 @@ router = APIRouter(prefix="/examples", include_in_schema=False)
 
 @router.get("")
 async def list_examples() -> ExampleList:
-    photos = await run_in_threadpool(lambda: [(p, load_photo(p.name).shape) for p in available()])
+    photos = await run_in_threadpool(lambda: [(p, photo_size(p.name)) for p in available()])
     return ExampleList(
         examples=[
             Example(name=p.name, title=p.title, width=w, height=h, url=f"/examples/{p.name}")
-            for p, (h, w, _) in photos
+            for p, (w, h) in photos
         ]
     )
 
