@@ -38,6 +38,10 @@ from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
+#: An interactive deadline no restart sequence reaches on a loaded machine (the test's own
+#: timeout is 600 s), where a test checks outcomes that the default 60 s would race.
+PATIENT_S = 300
+
 
 def _succeeds_with_every_image(url: str, job_id: str, paths: list[Path], store: Path) -> None:
     """The job ends `succeeded`, every image done once, with the CLI's bytes."""
@@ -202,9 +206,9 @@ def test_a_worker_stopped_mid_batch_answers_its_requests(
     assert [a.content for a in answers] == expected_outputs(model_store, paths)
 
 
-def _post_all(url: str, paths: list[Path]) -> list[httpx.Response]:
+def _post_all(url: str, paths: list[Path], *, timeout: float = 120) -> list[httpx.Response]:
     async def post() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
             return list(
                 await asyncio.gather(
                     *(client.post(URL, content=p.read_bytes(), headers=PNG) for p in paths)
@@ -282,6 +286,11 @@ def test_a_poison_request_is_answered_after_its_attempts_and_the_others_are_serv
                 visibility_timeout_s=2,  # a dead worker's requests come back soon
                 poison_attempts=2,
                 failpoints=failpoints(crash),
+                # the good requests that came back with the poison die with it up to three
+                # times, each death a worker start away from the next delivery: on a loaded
+                # machine that outlasts the default 60 s (CI once answered one 504). Who pays
+                # for the poison is under test here, not how fast; bench/soak measures that.
+                request_timeout_s=PATIENT_S,
             )
         )
         workers = stack.enter_context(Supervised(env, tmp_path, count=2))
@@ -294,13 +303,13 @@ def test_a_poison_request_is_answered_after_its_attempts_and_the_others_are_serv
                     server.url + URL,
                     content=paths[0].read_bytes(),
                     headers={**PNG, "x-request-id": "poison-1"},
-                    timeout=120,
+                    timeout=PATIENT_S + 30,
                 )
             )
         )
         sending.start()
-        good = _post_all(server.url, paths[1:])
-        sending.join(120)
+        good = _post_all(server.url, paths[1:], timeout=PATIENT_S + 30)
+        sending.join(PATIENT_S + 60)
     (answer,) = poison
     assert answer.status_code == 500, answer.text
     assert answer.json()["error"]["code"] == "worker_crashed"
