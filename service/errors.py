@@ -43,6 +43,9 @@ __all__ = [
     "StoreError",
     "UnsupportedFormat",
     "UnsupportedMode",
+    "VideoNeedsJob",
+    "VideoRejected",
+    "VideoTooLarge",
     "WorkDropped",
     "WorkerCrashed",
     "WorkerError",
@@ -86,6 +89,25 @@ class UnsupportedMode(CorruptImage):
     """The pixels decoded, but their mode has no defined RGB meaning (see models.imaging)."""
 
     code: ClassVar[str] = "bad_mode"
+
+
+# --- videos (service.inference.video) --------------------------------------------------------
+
+
+class VideoRejected(ImageRejected):
+    """Not a readable video: damaged, truncated, no frames, a codec the decoder lacks."""
+
+    code: ClassVar[str] = "bad_video"
+
+
+class VideoTooLarge(ImageTooLarge):
+    """More frames, seconds, streams or pixels per frame than the video limits allow."""
+
+
+class VideoNeedsJob(UnsupportedFormat):
+    """A video sent where one image is answered at once: videos are bulk jobs."""
+
+    code: ClassVar[str] = "video_needs_job"
 
 
 # --- the engine and its queue (service.inference) ------------------------------------------

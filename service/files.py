@@ -26,6 +26,7 @@ from typing import BinaryIO, Final
 __all__ = [
     "OutputNames",
     "atomic_file",
+    "atomic_path",
     "name_key",
     "output_name",
     "partial_name",
@@ -121,6 +122,25 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    os.replace(partial, target)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
+    """:func:`atomic_file` for a writer that needs a file name rather than a handle (a muxer
+    that reopens its file): the block writes the path given, renamed to `target` when the
+    block ends without an error, removed when it raises."""
+    target = os.fspath(target)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    partial = partial_name(target)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)  # a killed writer's leftover: taken over
+    try:
+        yield partial
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)

@@ -117,6 +117,26 @@ class Settings(BaseSettings):
     image_formats: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
     """input formats accepted (PIL names)"""
 
+    # videos (the CLI and bulk jobs; see docs/video.md)
+    video_max_frames: Annotated[int, Field(ge=1)] = 18_000
+    """most frames a clip may hold (10 minutes at 30 frames/s)"""
+    video_max_seconds: Annotated[float, Field(gt=0)] = 600.0
+    """longest clip accepted, seconds"""
+    video_max_streams: Annotated[int, Field(ge=1)] = 16
+    """most streams (video, audio, subtitles...) a clip may hold"""
+    video_max_pixels: Annotated[int, Field(ge=1)] = 3840 * 2160
+    """largest frame accepted (width x height), checked before decoding"""
+    temporal: Literal["blend", "none"] = "blend"
+    """blend: each output frame is blended with the previous one moved along the input's
+    optical flow (no flicker); none: every frame translated on its own"""
+    temporal_strength: Annotated[float, Field(ge=0, lt=1)] = 0.6
+    """weight of the previous output where it is visible: higher is steadier, lower is closer
+    to each frame's own translation"""
+    video_container: Literal["mp4", "mov", "mkv"] = "mp4"
+    """container clips are written in (H.264 video; audio copied as it is)"""
+    video_crf: Annotated[int, Field(ge=0, le=51)] = 18
+    """H.264 constant quality of written clips (lower: larger files, closer to the frames)"""
+
     memory_budget_mb: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="working memory (MB) the images in flight in one process (the embedded "
