@@ -12,13 +12,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from tqdm import tqdm
 
 from cli.common import err, fail, failed, print_json, user_errors
 from cli.export_cmd import JsonOption, StoreOption, store_url
+
+if TYPE_CHECKING:
+    from service.inference.engine import Engine
+    from service.inference.video.options import VideoLimits, VideoOptions
 
 EXIT_SOME_FAILED = 1
 FORMATS = ("png", "jpeg", "webp")
@@ -45,15 +49,16 @@ class Failure:
 def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to --out without suffix) for every input; unmatched inputs fail."""
     from models.imaging import find_images
+    from service.inference.video.formats import VIDEO_SUFFIXES
 
     found: list[tuple[Path, Path]] = []
     failures: list[Failure] = []
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = find_images(path)
+            files = find_images(path, also=VIDEO_SUFFIXES)
             if not files:
-                failures.append(Failure(text, "folder holds no image files"))
+                failures.append(Failure(text, "folder holds no image or video files"))
             found += [(f, f.relative_to(path).with_suffix("")) for f in files]
         elif path.is_file():
             found.append((path, Path(path.stem)))
@@ -66,8 +71,11 @@ def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     return found, failures
 
 
-def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Failure]]:
+def _plan(
+    inputs: list[str], out: Path, suffix: str, video_suffix: str
+) -> tuple[list[Job], list[Failure]]:
     from service.files import OutputNames
+    from service.inference.video.formats import is_video_name
 
     found, failures = _expand(inputs)
     jobs: list[Job] = []
@@ -78,7 +86,8 @@ def _plan(inputs: list[str], out: Path, suffix: str) -> tuple[list[Job], list[Fa
         if resolved in seen:
             continue  # the same file named twice (e.g. a folder and a glob)
         seen.add(resolved)
-        target = out / relative.with_name(relative.name + suffix)
+        ending = video_suffix if is_video_name(source.name) else suffix
+        target = out / relative.with_name(relative.name + ending)
         writer = claimed.claim(str(target), str(source))
         if writer is not None:
             failures.append(
@@ -112,13 +121,27 @@ def translate(
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="png | jpeg | webp")] = "png",
     quality: Annotated[int, typer.Option(min=1, max=100, help="jpeg / webp quality")] = 95,
+    temporal: Annotated[
+        str | None,
+        typer.Option(help="videos: blend (steady, no flicker) | none (env UNPAIRED_TEMPORAL)"),
+    ] = None,
+    temporal_strength: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=0.99, help="videos: weight of the previous frame (0.6)"),
+    ] = None,
+    video_format: Annotated[
+        str | None, typer.Option(help="videos are written as mp4 | mov | mkv (H.264)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Translate images with a stored model; outputs keep each input's size and alpha."""
+    """Translate images and videos with a stored model; outputs keep each input's size (and
+    an image's alpha; a video's timestamps, rotation and audio)."""
     from service.errors import ImageRejected
     from service.files import write_atomic
     from service.inference.engine import Engine, EngineOptions
     from service.inference.image_io import ImageLimits, encode_image, read_image_file
+    from service.inference.video.formats import is_video_name
+    from service.inference.video.options import VideoLimits, video_options
     from service.settings import BackendName, DeviceName, PrecisionName, get_settings
     from service.store.model_store import ModelStore
 
@@ -137,14 +160,30 @@ def translate(
         direction = model.manifest.resolve_direction(direction)
         engine = Engine(model, direction, options)
     limits = ImageLimits.from_settings(settings)
-    jobs, failures = _plan(inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt))
+    clip_options = video_options(
+        settings,
+        temporal=None if temporal is None else _choice("--temporal", temporal, ("blend", "none")),
+        strength=temporal_strength,
+        container=None
+        if video_format is None
+        else _choice("--video-format", video_format.lower(), ("mp4", "mov", "mkv")),
+        batch=options.max_batch,
+    )
+    everything, failures = _plan(
+        inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt), "." + clip_options.container
+    )
+    clips = [job for job in everything if is_video_name(job.source.name)]
+    jobs = [job for job in everything if not is_video_name(job.source.name)]
     info = engine.describe()
     err.print(
         f"{info['model']} {direction} on {info['backend']} {info['device']} {info['precision']}: "
-        f"{len(jobs)} image(s) -> {out}",
+        f"{len(jobs)} image(s), {len(clips)} video(s) -> {out}",
     )
     written: list[str] = []
     started = time.perf_counter()
+    videos = _translate_clips(
+        clips, engine, VideoLimits.from_settings(settings), clip_options, written, failures
+    )
     with tqdm(total=len(jobs), unit="img", disable=None, file=None) as bar:
         for chunk in _chunks(jobs, options.max_batch):
             images, ready = [], []
@@ -171,12 +210,63 @@ def translate(
     summary = {
         **info,
         "written": written,
+        "videos": videos,
         "failed": [{"input": f.source, "error": f.error} for f in failures],
         "seconds": round(seconds, 3),
     }
     if as_json:
         print_json(summary)
     else:
-        err.print(f"wrote {len(written)} image(s), {len(failures)} failed")
+        for video in videos:
+            err.print(_clip_line(video))
+        err.print(f"wrote {len(written)} file(s), {len(failures)} failed")
     if failures:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _translate_clips(
+    clips: list[Job],
+    engine: Engine,
+    limits: VideoLimits,
+    options: VideoOptions,
+    written: list[str],
+    failures: list[Failure],
+) -> list[dict[str, object]]:
+    """Each clip through the engine frame by frame (progress in frames); their reports."""
+    from service.errors import ImageRejected
+    from service.inference.video.pipeline import translate_clip
+
+    reports: list[dict[str, object]] = []
+    for job in clips:
+        with tqdm(unit="frame", desc=job.source.name, disable=None, leave=False) as bar:
+            try:
+                report = translate_clip(
+                    str(job.source),
+                    str(job.target),
+                    engine.translate_each,
+                    limits=limits,
+                    options=options,
+                    on_frames=bar.update,
+                    name=str(job.source),
+                )
+            except ImageRejected as exc:  # messages start with the path
+                failures.append(Failure(str(job.source), str(exc).removeprefix(f"{job.source}: ")))
+                continue
+            except OSError as exc:
+                failures.append(Failure(str(job.source), f"cannot write {job.target}: {exc}"))
+                continue
+        written.append(str(job.target))
+        reports.append(report.to_dict())
+    return reports
+
+
+def _clip_line(report: dict[str, object]) -> str:
+    def error(value: object) -> str:
+        return "n/a" if value is None else f"{value:.5f}"
+
+    cuts = report["scene_cuts"]
+    return (
+        f"{report['output']}: {report['frames']} frames at {report['frames_per_second']} "
+        f"frames/s; warping error {error(report['warping_error'])} ({report['temporal']}), "
+        f"input {error(report['input_warping_error'])}; scene cuts at {cuts or 'none'}"
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -122,14 +122,15 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 # shared drives. Symbolic links are followed, each real folder once (a cycle ends there).
 
 
-def is_listed_image(relative: str) -> bool:
+def is_listed_image(relative: str, also: Collection[str] = ()) -> bool:
     """Whether a file at this path (relative to the folder scanned, "/"-separated) is one of
-    the folder's images."""
+    the folder's images, or has one of the suffixes `also` lists (lower case: ".mp4")."""
     parts = relative.split("/")
-    return is_image_file(parts[-1]) and not any(part.startswith(".") for part in parts)
+    wanted = is_image_file(parts[-1]) or os.path.splitext(parts[-1])[1].lower() in also
+    return wanted and not any(part.startswith(".") for part in parts)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, also: Collection[str]) -> Iterator[Path]:
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -140,14 +141,15 @@ def _walk(folder: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             path = Path(dirpath, name)
-            if is_listed_image(name) and path.is_file():
+            if is_listed_image(name, also) and path.is_file():
                 yield path
 
 
-def find_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every image of a local folder by the rule above, sorted by relative path."""
+def find_images(folder: str | os.PathLike[str], also: Collection[str] = ()) -> list[Path]:
+    """Every image of a local folder by the rule above (and every file with a suffix `also`
+    lists: the CLI and jobs add videos), sorted by relative path."""
     root = Path(folder)
-    return sorted(_walk(root), key=lambda p: p.relative_to(root).parts)
+    return sorted(_walk(root, also), key=lambda p: p.relative_to(root).parts)
 
 
 # --- mode handling --------------------------------------------------------------------------

@@ -18,11 +18,18 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from service.api.error_handlers import ApiError
+from service.errors import VideoNeedsJob
 from service.inference import image_io
+from service.inference.video.formats import is_video_name, looks_like_video
 
 __all__ = ["Upload", "choose_format", "read_uploads"]
 
 RAW_TYPES: Final = ("image/", "application/octet-stream")
+VIDEO_HOW_TO: Final = (
+    "videos are translated as bulk jobs: POST /v1/jobs with the clip as a 'files' field (or "
+    "inside an archive), or `unpaired jobs submit MODEL clip.mp4`; the job's outputs hold the "
+    "translated clip"
+)
 HOW_TO_SEND: Final = (
     "send the image as the raw body with Content-Type image/* (or application/octet-stream), "
     "or as multipart/form-data field 'file' and/or fields 'files' (answered with a zip)"
@@ -44,12 +51,26 @@ async def read_uploads(
 ) -> tuple[list[Upload], bool]:
     """The uploaded images and whether the client asked for a zip (a ``files`` field)."""
     media_type = _media_type(request)
+    if media_type.startswith("video/"):
+        raise VideoNeedsJob(VIDEO_HOW_TO)  # before a byte of the clip is read
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, max_bytes=max_bytes, max_files=max_files)
+        uploads, as_zip = await _read_multipart(request, max_bytes=max_bytes, max_files=max_files)
+        _refuse_videos(uploads)
+        return uploads, as_zip
     if media_type.startswith(RAW_TYPES):
-        return [Upload("upload", await _read_raw(request, max_bytes))], False
+        uploads = [Upload("upload", await _read_raw(request, max_bytes))]
+        _refuse_videos(uploads)
+        return uploads, False
     given = f"Content-Type {media_type!r}" if media_type else "no Content-Type"
     raise ApiError(415, "unsupported_media_type", f"{given}: {HOW_TO_SEND}")
+
+
+def _refuse_videos(uploads: list[Upload]) -> None:
+    """A clip is a job's work, not an answer to wait for (a one-minute clip takes minutes on a
+    CPU, far beyond the request timeout): said at once, rather than as a corrupt image."""
+    for upload in uploads:
+        if is_video_name(upload.name) or looks_like_video(upload.data[:512]):
+            raise VideoNeedsJob(f"{upload.name!r} is a video: {VIDEO_HOW_TO}")
 
 
 def _too_large(size: int | str, max_bytes: int, name: str = "the image") -> ApiError:

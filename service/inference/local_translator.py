@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -28,11 +29,12 @@ from service.inference.admission import (
     default_budget_bytes,
 )
 from service.inference.batcher import Batched, MicroBatcher
-from service.inference.engine import EngineOptions
+from service.inference.engine import Engine, EngineOptions
 from service.inference.engine_pool import EnginePool
 from service.inference.image_io import DecodedImage, ImageLimits
 from service.inference.priorities import lower_thread_priority
 from service.inference.requests import Readiness, Translated, TranslationRequest
+from service.inference.video.options import VideoLimits, VideoOptions, video_options
 from service.settings import Settings
 from service.store.model_store import ModelStore
 
@@ -66,9 +68,13 @@ class LocalTranslator:
         budget: MemoryBudget | None = None,
         codec_threads: int | None = None,
         worker: str | None = None,
+        video_limits: VideoLimits | None = None,
+        video_options: VideoOptions | None = None,
     ) -> None:
         self.pool = pool
         self.limits = limits
+        self.video_limits = video_limits or VideoLimits()
+        self.video_options = video_options or VideoOptions()
         self.budget = budget or MemoryBudget(default_budget_bytes())
         self.worker = worker
         self.batcher: MicroBatcher[BatchKey, DecodedImage, DecodedImage] = MicroBatcher(
@@ -103,6 +109,8 @@ class LocalTranslator:
             max_queue=settings.max_queue,
             background_batch=settings.bulk_max_batch or _bulk_batch(pool, settings.max_batch),
             worker=worker,
+            video_limits=VideoLimits.from_settings(settings),
+            video_options=video_options(settings),
         )
 
     def _run(self, key: BatchKey, images: list[DecodedImage]) -> list[DecodedImage | Exception]:
@@ -139,33 +147,107 @@ class LocalTranslator:
                 request.data, limits=self.limits, name=request.name, admit=admit
             )
             assert reservation is not None
-            shape = engine.batch_shape(image.height, image.width)
-            held = reservation.hold()  # the batcher's hold, released when it is done
-            try:
-                if shape is None:
-                    future = self.batcher.submit_steps(
-                        engine.start_tiled(image),
-                        deadline=request.deadline,
-                        background=background,
-                        on_done=held.release,
-                    )
-                else:
-                    key = BatchKey(request.model, request.direction, shape, background)
-                    future = self.batcher.submit(
-                        key,
-                        image,
-                        deadline=request.deadline,
-                        background=background,
-                        on_done=held.release,
-                    )
-            except BaseException:
-                held.release()
-                raise
+            future = self._submit(
+                engine,
+                request.model,
+                request.direction,
+                image,
+                reservation,
+                deadline=request.deadline,
+                background=background,
+            )
         except BaseException:
             if reservation is not None:
                 reservation.release()
             raise
         return _Submitted(future, reservation)
+
+    def _submit(
+        self,
+        engine: Engine,
+        model: str,
+        direction: str,
+        image: DecodedImage,
+        reservation: Reservation,
+        *,
+        deadline: float,
+        background: bool,
+    ) -> Future[Batched[DecodedImage]]:
+        """Queue a decoded image whose memory is reserved: a large one as tile steps, others
+        to share a batch; the batcher holds the reservation until it is done with it."""
+        shape = engine.batch_shape(image.height, image.width)
+        held = reservation.hold()  # the batcher's hold, released when it is done
+        try:
+            if shape is None:
+                return self.batcher.submit_steps(
+                    engine.start_tiled(image),
+                    deadline=deadline,
+                    background=background,
+                    on_done=held.release,
+                )
+            key = BatchKey(model, direction, shape, background)
+            return self.batcher.submit(
+                key, image, deadline=deadline, background=background, on_done=held.release
+            )
+        except BaseException:
+            held.release()
+            raise
+
+    def translate_frames(
+        self,
+        model: str,
+        direction: str,
+        frames: Sequence[DecodedImage],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[DecodedImage | Exception]:
+        """A clip's frames as bulk work (blocking): through the batcher behind interactive
+        requests, as the same pictures sent as images would be (large frames tiled); each
+        frame's failure in its place. When ``should_stop()`` (asked every half second) turns
+        true, the frames not done yet are dropped (:class:`WorkDropped` in their places)."""
+        engine = self.pool.engine(model, direction)
+        submitted: list[_Submitted] = []
+        try:
+            for frame in frames:
+                large = engine.batch_shape(frame.height, frame.width) is None
+                reservation = self.budget.reserve(
+                    engine.working_bytes(frame.height, frame.width),
+                    large=large,
+                    what=f"a video frame ({frame.width}x{frame.height})",
+                    should_stop=should_stop,
+                )
+                try:
+                    future = self._submit(
+                        engine,
+                        model,
+                        direction,
+                        frame,
+                        reservation,
+                        deadline=math.inf,
+                        background=True,
+                    )
+                except BaseException:
+                    reservation.release()
+                    raise
+                submitted.append(_Submitted(future, reservation))
+            futures = [s.future for s in submitted]
+            while True:
+                _, waiting = concurrent.futures.wait(futures, timeout=_STOP_POLL_S)
+                if not waiting:
+                    break
+                if should_stop is not None and should_stop():
+                    for future in waiting:
+                        future.cancel()  # a tiled frame's remaining steps are dropped
+            results: list[DecodedImage | Exception] = []
+            for done in futures:
+                try:
+                    results.append(_batched(done).value)
+                except Exception as exc:
+                    results.append(exc)
+            return results
+        finally:
+            for item in submitted:
+                item.reservation.release()
 
     def _encode(self, request: TranslationRequest, batched: Batched[DecodedImage]) -> Translated:
         image = batched.value

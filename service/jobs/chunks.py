@@ -20,6 +20,8 @@ from service.errors import BatcherClosed, WorkDropped
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import lower_thread_priority
 from service.inference.requests import OutputSpec, Translated, TranslationRequest
+from service.inference.video.formats import is_video_name
+from service.jobs.clips import ClipStorageError, run_clip
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec
 from service.jobs.storage import Storage
 
@@ -44,6 +46,14 @@ def run_chunk(
 ) -> ChunkOutcome:
     """Translate and write the chunk's items; when ``should_stop()`` turns true (the job was
     cancelled) the images not done yet are dropped, a large one's remaining tiles included."""
+    clips = [item for item in items if is_video_name(item.name)]
+    if clips:
+        outcome = _run_clips(spec, clips, translator, should_stop)
+        items = [item for item in items if not is_video_name(item.name)]
+        if not items:
+            return outcome
+        rest = run_chunk(spec, items, translator, should_stop=should_stop)
+        return ChunkOutcome(outcome.written + rest.written, outcome.failed + rest.failed)
     inputs, outputs = Storage(spec.inputs), Storage(spec.outputs)
     output = OutputSpec(format=spec.format, quality=spec.quality)
     with concurrent.futures.ThreadPoolExecutor(
@@ -85,6 +95,26 @@ def run_chunk(
             if problem is not None:
                 raise TransientChunkError(problem)
     return ChunkOutcome(written=[item for item, _ in done], failed=failed)
+
+
+def _run_clips(
+    spec: JobSpec,
+    clips: Sequence[Item],
+    translator: LocalTranslator,
+    should_stop: Callable[[], bool] | None,
+) -> ChunkOutcome:
+    written: list[Item] = []
+    failed: list[ItemError] = []
+    for item in clips:
+        try:
+            result = run_clip(spec, item, translator, should_stop=should_stop)
+        except ClipStorageError as exc:
+            raise TransientChunkError(str(exc)) from exc
+        if isinstance(result, ItemError):
+            failed.append(result)
+        elif result is not None:
+            written.append(result)
+    return ChunkOutcome(written=written, failed=failed)
 
 
 def _read(storage: Storage, item: Item) -> bytes | Exception:

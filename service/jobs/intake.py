@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from service.errors import IntakeError
 from service.files import OutputNames, output_name
+from service.inference.video.formats import is_video_name
 from service.jobs.archives import ArchiveLimits, Member, Rejected, read_archive
 from service.jobs.records import Item, ItemError
 from service.jobs.storage import Storage
@@ -27,8 +28,9 @@ class Intake:
     """Collects a job's items; inputs are written to `inputs` as they arrive."""
 
     inputs: Storage
-    suffix: str
+    suffix: str  # of image outputs (".png")
     max_items: int
+    video_suffix: str = ".mp4"  # of video outputs
     items: list[Item] = field(default_factory=list)
     refused: list[ItemError] = field(default_factory=list)
     _inputs: OutputNames = field(default_factory=OutputNames)  # input names seen
@@ -54,7 +56,7 @@ class Intake:
         same = self._inputs.claim(name, name)
         if same is not None:
             return f"duplicate name (same as {same})"
-        output = output_name(name, self.suffix)
+        output = self.output_for(name)
         writer = self._outputs.claim(output, name)
         if writer is not None:
             return f"output {output} would also be written from {writer}"
@@ -69,7 +71,7 @@ class Intake:
             return
         if write:
             self.inputs.write_atomic(data, name)
-        self.items.append(Item(name, output_name(name, self.suffix)))
+        self.items.append(Item(name, self.output_for(name)))
 
     def add_archive(self, source: BinaryIO, limits: ArchiveLimits) -> None:
         """Every member of a zip or tar; hostile entries become failed items."""
@@ -90,8 +92,17 @@ class Intake:
             if problem is not None:
                 self.refused.append(ItemError(name, problem))
             else:
-                self.items.append(Item(name, output_name(name, self.suffix)))
+                self.items.append(Item(name, self.output_for(name)))
+
+    def output_for(self, name: str) -> str:
+        """A video's output is a clip, an image's an image (each in its configured format)."""
+        return output_name(name, self.video_suffix if is_video_name(name) else self.suffix)
 
     def chunks(self, size: int) -> Iterator[list[Item]]:
-        for start in range(0, len(self.items), size):
-            yield self.items[start : start + size]
+        """Images `size` at a time; each video a chunk of its own (a worker each)."""
+        images = [item for item in self.items if not is_video_name(item.name)]
+        for start in range(0, len(images), size):
+            yield images[start : start + size]
+        for item in self.items:
+            if is_video_name(item.name):
+                yield [item]

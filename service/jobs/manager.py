@@ -56,6 +56,7 @@ class JobManager:
         chunk_size: int,
         max_items: int,
         retention_s: float,
+        video_suffix: str = ".mp4",
     ) -> None:
         self.store = store
         self.files = files
@@ -63,6 +64,7 @@ class JobManager:
         self.chunk_size = chunk_size
         self.max_items = max_items
         self.retention_s = retention_s
+        self.video_suffix = video_suffix
 
     @classmethod
     def from_settings(
@@ -75,6 +77,7 @@ class JobManager:
             chunk_size=settings.chunk_size,
             max_items=settings.max_job_items,
             retention_s=settings.job_retention_s,
+            video_suffix="." + settings.video_container,
         )
 
     def submit(
@@ -93,7 +96,9 @@ class JobManager:
             if request.destination is not None
             else self.files.outputs_url(job_id)
         )
-        intake = Intake(Storage(inputs), request.output.suffix, self.max_items)
+        intake = Intake(
+            Storage(inputs), request.output.suffix, self.max_items, video_suffix=self.video_suffix
+        )
         try:
             if request.source is not None:
                 intake.add_existing(Storage(inputs).images())

@@ -9,6 +9,7 @@ once, and a reader never sees half an image.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from models.imaging import is_listed_image
 from service.errors import LocationError
 from service.files import write_atomic
+from service.inference.video.formats import VIDEO_SUFFIXES
 from service.settings import Settings
 
 __all__ = ["JobFiles", "Storage"]
@@ -49,10 +51,27 @@ class Storage:
         return target
 
     def images(self) -> list[str]:
-        """Image files under the root, as sorted relative POSIX names."""
+        """Image and video files under the root, as sorted relative POSIX names."""
         found = self.fs.find(self.root)
         names = [posixpath.relpath(str(p), self.root) for p in found]
-        return sorted(n for n in names if is_listed_image(n))  # models.imaging's one rule
+        # models.imaging's one rule
+        return sorted(n for n in names if is_listed_image(n, also=VIDEO_SUFFIXES))
+
+    def local_path(self, *parts: str) -> str | None:
+        """The file's path on this machine, or None in an object store (then copy it)."""
+        return self.path(*parts) if self.local else None
+
+    def put_file(self, local: str, *parts: str) -> str:
+        """Store the finished local file `local` (a clip written by its muxer) under `parts`,
+        atomically; `local` is gone afterwards."""
+        target = self.path(*parts)
+        if self.local:
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            os.replace(local, target)
+        else:
+            self.fs.put_file(local, target)
+            os.unlink(local)
+        return target
 
     def remove(self, *parts: str) -> None:
         target = self.path(*parts)

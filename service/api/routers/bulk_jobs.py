@@ -10,6 +10,7 @@ a job is visible only to the key that submitted it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
 
@@ -33,6 +34,7 @@ from service.api.state import AuthDep, ServiceState, StateDep
 from service.api.zips import ZipItemError, zip_chunks
 from service.files import safe_file_name
 from service.inference.requests import OutputSpec
+from service.inference.video.formats import REPORT_SUFFIX, is_video_name
 from service.jobs.archives import ArchiveLimits, archive_kind
 from service.jobs.intake import Intake
 from service.jobs.manager import JobManager, JobRequest
@@ -292,8 +294,9 @@ async def delete_job(job_id: str, state: StateDep, client: AuthDep) -> Response:
     "/{job_id}/result",
     summary="Download a finished job's outputs",
     description=(
-        "A zip of the outputs (with `errors.json` listing the failed images), or, for a job "
-        "with a `destination`, the list of where each output was written."
+        "A zip of the outputs (with `errors.json` listing the failed images, and beside each "
+        "translated clip `<clip>.json`: its frames, scene cuts and warping error, the input's "
+        "too), or, for a job with a `destination`, the list of where each output was written."
     ),
     response_class=Response,
     responses={
@@ -331,6 +334,10 @@ async def get_job_result(job_id: str, state: StateDep, client: AuthDep) -> Respo
 
 
 def _outputs(storage: Storage, written: list[Item]) -> Iterator[tuple[str, bytes]]:
-    """The job's outputs, read one at a time as the zip streams."""
+    """The job's outputs, read one at a time as the zip streams; a clip with its report."""
     for item in written:
         yield item.output, storage.read(item.output)
+        if is_video_name(item.name):
+            report = item.output + REPORT_SUFFIX
+            with contextlib.suppress(FileNotFoundError):
+                yield report, storage.read(report)

@@ -62,7 +62,8 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
             406: "`not_acceptable`: Accept names no image type the API produces",
             413: "`too_large`: the body or an image is too large (bytes or pixels)",
             415: "`unsupported_media_type`: the body is not an image or a form; "
-            "`unsupported_format`: an image format outside UNPAIRED_IMAGE_FORMATS",
+            "`unsupported_format`: an image format outside UNPAIRED_IMAGE_FORMATS; "
+            "`video_needs_job`: a video (send it as a bulk job: POST /v1/jobs)",
             422: "`invalid_parameters`: bad `direction`, `format`, `quality` or form fields; "
             "`direction_required`: no direction for a model with two",
             503: "`queue_full`, `over_budget`, `overloaded`, `starting`, `shutting_down`: at "

@@ -24,6 +24,7 @@ import av.error
 import numpy as np
 
 from service.errors import VideoRejected, VideoTooLarge
+from service.inference.video.options import VideoLimits
 
 __all__ = [
     "CONTAINERS",
@@ -43,26 +44,6 @@ _CODEC: Final = "libx264"
 
 #: Errors PyAV raises for a file that is not (or no longer) a readable clip.
 _READ_ERRORS: Final = (av.error.FFmpegError, ValueError, IndexError, EOFError)
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    """What a clip may hold (settings ``video_max_*``); each is checked on what the container
-    declares before decoding, and again on what is decoded (a header may lie)."""
-
-    max_frames: int = 18_000
-    max_seconds: float = 600.0
-    max_streams: int = 16
-    max_pixels: int = 3840 * 2160  # per frame
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> VideoLimits:
-        return cls(
-            max_frames=settings.video_max_frames,
-            max_seconds=settings.video_max_seconds,
-            max_streams=settings.video_max_streams,
-            max_pixels=settings.video_max_pixels,
-        )
 
 
 @dataclass(frozen=True)
@@ -304,5 +285,5 @@ def _frame_period(rate: Fraction | None, time_base: Fraction) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
     return text.split(";")[0][:200]

@@ -10,12 +10,15 @@ from __future__ import annotations
 import posixpath
 from typing import Final
 
-__all__ = ["VIDEO_SUFFIXES", "is_video_name", "looks_like_video"]
+__all__ = ["REPORT_SUFFIX", "VIDEO_SUFFIXES", "is_video_name", "looks_like_video"]
 
 #: Containers the decoder reads and a folder scan or a job picks up as videos.
 VIDEO_SUFFIXES: Final = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".3gp"}
 )
+
+#: A translated clip's report is written beside it: ``clip.mp4`` -> ``clip.mp4.json``.
+REPORT_SUFFIX: Final = ".json"
 
 
 def is_video_name(name: str) -> bool:

@@ -13,27 +13,20 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from service.errors import WorkDropped
 from service.files import atomic_path
 from service.inference.image_io import DecodedImage
-from service.inference.video.containers import ClipReader, ClipWriter, Frame, VideoLimits
-from service.inference.video.temporal import Stabiliser, TemporalOptions
+from service.inference.video.containers import ClipReader, ClipWriter, Frame
+from service.inference.video.options import VideoLimits, VideoOptions
+from service.inference.video.temporal import Stabiliser
 
-__all__ = ["ClipReport", "FrameTranslator", "VideoOptions", "translate_clip", "video_options"]
+__all__ = ["ClipReport", "FrameTranslator", "VideoOptions", "translate_clip"]
 
 #: Frames in, their translations (or each frame's own error) out, in order.
 FrameTranslator = Callable[[Sequence[DecodedImage]], Sequence[DecodedImage | Exception]]
-
-
-@dataclass(frozen=True)
-class VideoOptions:
-    temporal: TemporalOptions = field(default_factory=TemporalOptions)
-    container: str = "mp4"
-    crf: int = 18  # libx264's constant quality: 18 is visually lossless for most content
-    batch: int = 8  # frames per call of the translator
 
 
 @dataclass(frozen=True)
@@ -65,7 +58,7 @@ def translate_clip(
     translate: FrameTranslator,
     *,
     limits: VideoLimits,
-    options: VideoOptions = VideoOptions(),
+    options: VideoOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_frames: Callable[[int], None] | None = None,
     name: str | None = None,
@@ -76,6 +69,7 @@ def translate_clip(
     :class:`~service.errors.VideoTooLarge`), the first frame error the translator returns,
     or :class:`~service.errors.WorkDropped` once ``should_stop()`` turns true (asked before
     each batch)."""
+    options = options or VideoOptions()
     started = time.perf_counter()
     label = name or source
     stabiliser = Stabiliser(options.temporal)
@@ -145,23 +139,4 @@ def translate_clip(
         input_warping_error=stabiliser.input_error.value,
         seconds=round(seconds, 3),
         frames_per_second=round(frames / seconds, 3) if seconds > 0 else 0.0,
-    )
-
-
-def video_options(settings: Any, **overrides: Any) -> VideoOptions:
-    """The settings' video options (``temporal``, ``temporal_strength``, ``video_container``,
-    ``video_crf``, ``max_batch``), each overridable (a CLI flag)."""
-    values = {
-        "temporal": settings.temporal,
-        "strength": settings.temporal_strength,
-        "container": settings.video_container,
-        "crf": settings.video_crf,
-        "batch": settings.max_batch,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return VideoOptions(
-        temporal=TemporalOptions(mode=values["temporal"], strength=values["strength"]),
-        container=values["container"],
-        crf=values["crf"],
-        batch=values["batch"],
     )

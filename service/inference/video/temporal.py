@@ -22,35 +22,19 @@ are left out). The same number is taken of the input clip itself, its floor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 import cv2
 import numpy as np
 
 from service.inference.video.flow import Motion, estimate_motion, warp
+from service.inference.video.options import TemporalMode, TemporalOptions
 
 __all__ = ["Stabiliser", "TemporalMode", "TemporalOptions", "WarpingError"]
-
-TemporalMode = Literal["blend", "none"]
 
 #: Softening of the visibility mask's edges (pixels, Gaussian sigma): no seam where the blend
 #: switches off around an occlusion.
 _MASK_SIGMA: Final = 1.5
-
-
-@dataclass(frozen=True)
-class TemporalOptions:
-    mode: TemporalMode = "blend"
-    strength: float = 0.6  # weight of the previous output where it is visible, [0, 1)
-    cut_share: float = 0.4  # a frame less visible in its predecessor than this starts a scene
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("blend", "none"):
-            raise ValueError(f"temporal mode must be blend or none, got {self.mode!r}")
-        if not 0.0 <= self.strength < 1.0:
-            raise ValueError(f"temporal strength must be in [0, 1), got {self.strength}")
-        if not 0.0 <= self.cut_share <= 1.0:
-            raise ValueError(f"cut share must be in [0, 1], got {self.cut_share}")
 
 
 @dataclass
