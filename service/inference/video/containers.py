@@ -141,6 +141,7 @@ class ClipReader:
         index = 0
         size: tuple[int, int] | None = None
         last_pts: int | None = None
+        last_seconds: float | None = None
         try:
             for packet in self.container.demux(self.video, *self.audio):
                 if packet.stream.type == "audio":
@@ -158,9 +159,11 @@ class ClipReader:
                             f"({size[0]}x{size[1]} -> {decoded.width}x{decoded.height})"
                         )
                     frame = self._frame(decoded, index, last_pts)
-                    last_pts = frame.pts
+                    last_pts, last_seconds = frame.pts, frame.seconds
                     yield frame
                     index += 1
+        except (VideoRejected, VideoTooLarge):
+            raise  # a limit or a rule found while decoding: said as it is
         except _READ_ERRORS as exc:
             raise VideoRejected(
                 f"{self.name}: the video is damaged at frame {index} ({_reason(exc)})"
@@ -170,6 +173,23 @@ class ClipReader:
         if self.info.frames and index < self.info.frames:
             raise VideoRejected(
                 f"{self.name}: truncated: {self.info.frames} frames declared, {index} decoded"
+            )
+        self._check_length(index, last_seconds)
+
+    def _check_length(self, frames: int, last_seconds: float | None) -> None:
+        """A container that declares no frame count (Matroska) but a duration: the last frame
+        must come within two frame periods of its end, or the file was cut short."""
+        if self.info.frames or self.info.seconds is None or last_seconds is None:
+            return
+        if self.audio and self.video.duration is None:
+            return  # the container's duration may be the audio's, longer than the picture
+        period = float(1 / self.info.rate) if self.info.rate else 0.04
+        shown_until = last_seconds + period
+        start = float((self.video.start_time or 0) * self.info.time_base)
+        if shown_until + 2 * period < self.info.seconds + start:
+            raise VideoRejected(
+                f"{self.name}: truncated: {self.info.seconds:.2f} s declared, frames end at "
+                f"{shown_until - start:.2f} s ({frames} decoded)"
             )
 
     def _frame(self, decoded: av.VideoFrame, index: int, last_pts: int | None) -> Frame:
@@ -215,7 +235,14 @@ class ClipWriter:
         if container not in CONTAINERS:
             raise ValueError(f"container must be one of {', '.join(CONTAINERS)}, got {container}")
         self.name = name or path
-        self.output = av.open(path, mode="w", format=CONTAINERS[container])
+        # AAC's priming samples start before 0: by default FFmpeg shifts every stream of a
+        # Matroska file to make them non-negative (each frame shown ~46 ms late); kept as is
+        self.output = av.open(
+            path,
+            mode="w",
+            format=CONTAINERS[container],
+            options={"avoid_negative_ts": "disabled"} if container == "mkv" else None,
+        )
         self.frames = 0
         self._audio: dict[int, Any] = {}
         try:
@@ -239,7 +266,10 @@ class ClipWriter:
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         stream.codec_context.time_base = info.time_base
         stream.time_base = info.time_base
-        stream.options = {"crf": str(crf), "preset": preset}
+        # x264's AVX-512 routines gave identical frames two different encodings depending on
+        # what OpenCV had run in between (about half the runs here); up to AVX2 they encode
+        # the same bytes every time, and AVX-512 gains x264 little
+        stream.options = {"crf": str(crf), "preset": preset, "x264-params": "asm=AVX2"}
         if rotation:
             stream.set_display_rotation(rotation)
         return stream

@@ -1,0 +1,64 @@
+"""Videos at the HTTP API (embedded mode, the real app): a job translates a clip as the CLI
+does; the interactive endpoint answers a video with 415 `video_needs_job`, before reading it."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service.api.test_jobs_api import wait_done
+from tests.service.distributed.test_distributed import photos
+from tests.service.jobs.test_video_jobs import check_clip_job, job_files
+from tests.service.video_clips import cli_clip, phone_clip
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_an_embedded_job_translates_a_clip_like_the_cli(
+    api: Any, model_store: Path, tmp_path: Path
+) -> None:
+    clip = phone_clip(tmp_path / "in" / "walk.mp4")
+    (image,) = photos(tmp_path / "img", 1)
+    expected = cli_clip(model_store, clip, tmp_path / "cli")
+    with api() as client:
+        response = client.post(
+            "/v1/jobs", data={"model": "tiny", "direction": "AtoB"}, files=job_files(clip, image)
+        )
+        assert response.status_code == 202, response.text
+        done = wait_done(client, response.json()["id"], timeout=240)
+        with zipfile.ZipFile(io.BytesIO(client.get(done["result_url"]).content)) as archive:
+            result = {name: archive.read(name) for name in archive.namelist()}
+    check_clip_job(result, expected, done)
+
+
+def test_the_translate_endpoint_sends_videos_to_jobs(api: Any, tmp_path: Path) -> None:
+    clip = phone_clip(tmp_path / "walk.mp4").read_bytes()
+    (image,) = photos(tmp_path / "img", 1)
+    url = "/v1/models/tiny/translate?direction=AtoB"
+    with api() as client:
+        answers = [
+            client.post(url, content=clip, headers={"content-type": "video/mp4"}),
+            client.post(url, content=clip, headers={"content-type": "application/octet-stream"}),
+            client.post(url, content=clip, headers={"content-type": "image/png"}),  # mislabelled
+            client.post(url, files={"file": ("walk.mov", b"whatever", "video/quicktime")}),
+            client.post(
+                url,
+                files=[
+                    ("files", ("a.png", image.read_bytes(), "image/png")),
+                    ("files", ("b.bin", clip, "application/octet-stream")),
+                ],
+            ),
+        ]
+        still_fine = client.post(
+            url, content=image.read_bytes(), headers={"content-type": "image/png"}
+        )
+    for answer in answers:
+        assert answer.status_code == 415, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "video_needs_job"
+        assert "POST /v1/jobs" in error["message"]
+    assert still_fine.status_code == 200
