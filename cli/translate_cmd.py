@@ -155,11 +155,6 @@ def translate(
         precision=_choice("--precision", precision, get_args(PrecisionName)),
         max_batch=batch_size or settings.max_batch,
     )
-    with user_errors():
-        model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
-        direction = model.manifest.resolve_direction(direction)
-        engine = Engine(model, direction, options)
-    limits = ImageLimits.from_settings(settings)
     clip_options = video_options(
         settings,
         temporal=None if temporal is None else _choice("--temporal", temporal, ("blend", "none")),
@@ -169,6 +164,11 @@ def translate(
         else _choice("--video-format", video_format.lower(), ("mp4", "mov", "mkv")),
         batch=options.max_batch,
     )
+    with user_errors():
+        model = ModelStore(store_url(store), cache_dir=settings.cache_dir).open(name)
+        direction = model.manifest.resolve_direction(direction)
+        engine = Engine(model, direction, options)
+    limits = ImageLimits.from_settings(settings)
     everything, failures = _plan(
         inputs, out, "." + ("jpg" if fmt == "jpeg" else fmt), "." + clip_options.container
     )
