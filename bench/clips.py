@@ -31,7 +31,7 @@ def pan_frames(
     for i in range(count):
         scale = 1.0 + zoom * i
         x, y = 0.1 * width + step * i, 0.1 * height + 0.5 * step * i
-        matrix = np.float32([[scale, 0, -x * scale], [0, scale, -y * scale]])
+        matrix = np.array([[scale, 0, -x * scale], [0, scale, -y * scale]], dtype=np.float32)
         yield cv2.warpAffine(photo, matrix, (side, side), flags=cv2.INTER_LINEAR)
 
 

@@ -22,7 +22,7 @@ from cli.export_cmd import JsonOption, StoreOption, store_url
 
 if TYPE_CHECKING:
     from service.inference.engine import Engine
-    from service.inference.video.options import VideoLimits, VideoOptions
+    from service.inference.videos.options import VideoLimits, VideoOptions
 
 EXIT_SOME_FAILED = 1
 FORMATS = ("png", "jpeg", "webp")
@@ -49,7 +49,7 @@ class Failure:
 def _expand(inputs: list[str]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to --out without suffix) for every input; unmatched inputs fail."""
     from models.imaging import find_images
-    from service.inference.video.formats import VIDEO_SUFFIXES
+    from service.inference.videos.formats import VIDEO_SUFFIXES
 
     found: list[tuple[Path, Path]] = []
     failures: list[Failure] = []
@@ -75,7 +75,7 @@ def _plan(
     inputs: list[str], out: Path, suffix: str, video_suffix: str
 ) -> tuple[list[Job], list[Failure]]:
     from service.files import OutputNames
-    from service.inference.video.formats import is_video_name
+    from service.inference.videos.formats import is_video_name
 
     found, failures = _expand(inputs)
     jobs: list[Job] = []
@@ -140,8 +140,8 @@ def translate(
     from service.files import write_atomic
     from service.inference.engine import Engine, EngineOptions
     from service.inference.image_io import ImageLimits, encode_image, read_image_file
-    from service.inference.video.formats import is_video_name
-    from service.inference.video.options import VideoLimits, video_options
+    from service.inference.videos.formats import is_video_name
+    from service.inference.videos.options import VideoLimits, video_options
     from service.settings import BackendName, DeviceName, PrecisionName, get_settings
     from service.store.model_store import ModelStore
 
@@ -234,7 +234,7 @@ def _translate_clips(
 ) -> list[dict[str, object]]:
     """Each clip through the engine frame by frame (progress in frames); their reports."""
     from service.errors import ImageRejected
-    from service.inference.video.pipeline import translate_clip
+    from service.inference.videos.pipeline import translate_clip
 
     reports: list[dict[str, object]] = []
     for job in clips:

@@ -91,7 +91,7 @@ class UnsupportedMode(CorruptImage):
     code: ClassVar[str] = "bad_mode"
 
 
-# --- videos (service.inference.video) --------------------------------------------------------
+# --- videos (service.inference.videos) --------------------------------------------------------
 
 
 class VideoRejected(ImageRejected):

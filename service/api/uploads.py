@@ -20,7 +20,7 @@ from starlette.requests import Request
 from service.api.error_handlers import ApiError
 from service.errors import VideoNeedsJob
 from service.inference import image_io
-from service.inference.video.formats import is_video_name, looks_like_video
+from service.inference.videos.formats import is_video_name, looks_like_video
 
 __all__ = ["Upload", "choose_format", "read_uploads"]
 

@@ -34,7 +34,7 @@ from service.inference.engine_pool import EnginePool
 from service.inference.image_io import DecodedImage, ImageLimits
 from service.inference.priorities import lower_thread_priority
 from service.inference.requests import Readiness, Translated, TranslationRequest
-from service.inference.video.options import VideoLimits, VideoOptions, video_options
+from service.inference.videos.options import VideoLimits, VideoOptions, video_options
 from service.settings import Settings
 from service.store.model_store import ModelStore
 

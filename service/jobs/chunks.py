@@ -20,10 +20,10 @@ from service.errors import BatcherClosed, WorkDropped
 from service.inference.local_translator import LocalTranslator
 from service.inference.priorities import lower_thread_priority
 from service.inference.requests import OutputSpec, Translated, TranslationRequest
-from service.inference.video.formats import is_video_name
-from service.jobs.clips import ClipStorageError, run_clip
+from service.inference.videos.formats import is_video_name
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec
 from service.jobs.storage import Storage
+from service.jobs.video_items import ClipStorageError, run_clip
 
 __all__ = ["TransientChunkError", "run_chunk"]
 

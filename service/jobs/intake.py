@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from service.errors import IntakeError
 from service.files import OutputNames, output_name
-from service.inference.video.formats import is_video_name
+from service.inference.videos.formats import is_video_name
 from service.jobs.archives import ArchiveLimits, Member, Rejected, read_archive
 from service.jobs.records import Item, ItemError
 from service.jobs.storage import Storage

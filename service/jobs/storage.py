@@ -20,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from models.imaging import is_listed_image
 from service.errors import LocationError
 from service.files import write_atomic
-from service.inference.video.formats import VIDEO_SUFFIXES
+from service.inference.videos.formats import VIDEO_SUFFIXES
 from service.settings import Settings
 
 __all__ = ["JobFiles", "Storage"]

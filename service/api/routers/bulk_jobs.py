@@ -34,7 +34,7 @@ from service.api.state import AuthDep, ServiceState, StateDep
 from service.api.zips import ZipItemError, zip_chunks
 from service.files import safe_file_name
 from service.inference.requests import OutputSpec
-from service.inference.video.formats import REPORT_SUFFIX, is_video_name
+from service.inference.videos.formats import REPORT_SUFFIX, is_video_name
 from service.jobs.archives import ArchiveLimits, archive_kind
 from service.jobs.intake import Intake
 from service.jobs.manager import JobManager, JobRequest

@@ -25,10 +25,10 @@ from service.errors import VideoRejected, VideoTooLarge, WorkDropped
 from service.files import partial_name
 from service.inference.engine import Engine, EngineOptions
 from service.inference.image_io import DecodedImage
-from service.inference.video.containers import ClipReader, VideoLimits
-from service.inference.video.formats import is_video_name, looks_like_video
-from service.inference.video.pipeline import ClipReport, VideoOptions, translate_clip
-from service.inference.video.temporal import TemporalOptions
+from service.inference.videos.containers import ClipReader, VideoLimits
+from service.inference.videos.formats import is_video_name, looks_like_video
+from service.inference.videos.pipeline import ClipReport, VideoOptions, translate_clip
+from service.inference.videos.temporal import TemporalOptions
 from service.store.model_store import ModelStore
 
 #: Variable frame rate: gaps of 40 ms, then 120 ms, then 180 ms.

@@ -51,7 +51,7 @@ def _grey(rgb: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _dis() -> cv2.DISOpticalFlow:
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
 
 def _upscale(flow: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -89,8 +89,9 @@ def estimate_motion(previous: np.ndarray, current: np.ndarray) -> Motion:
     scale = min(1.0, FLOW_SIDE / max(height, width))
     prev_grey, cur_grey = _grey(previous, scale), _grey(current, scale)
     dis = _dis()
-    backward = _upscale(dis.calc(cur_grey, prev_grey, None), height, width)
-    forward = _upscale(dis.calc(prev_grey, cur_grey, None), height, width)
+    small = np.zeros((*cur_grey.shape, 2), np.float32)  # filled in (no initial flow is used)
+    backward = _upscale(np.array(dis.calc(cur_grey, prev_grey, small)), height, width)
+    forward = _upscale(np.array(dis.calc(prev_grey, cur_grey, small.copy())), height, width)
     # forward flow at the position each pixel came from, added to the backward flow: ~0 where
     # the motion is consistent (the pixel was not hidden in t-1)
     returned = warp(forward, backward)

@@ -56,20 +56,26 @@ class VideoOptions:
     batch: int = 8  # frames per call of the translator
 
 
-def video_options(settings: Settings, **overrides: object) -> VideoOptions:
+def video_options(
+    settings: Settings,
+    *,
+    temporal: str | None = None,
+    strength: float | None = None,
+    container: str | None = None,
+    crf: int | None = None,
+    batch: int | None = None,
+) -> VideoOptions:
     """The settings' video options (``temporal``, ``temporal_strength``, ``video_container``,
-    ``video_crf``, ``max_batch``), each overridable (a CLI flag)."""
-    values = {
-        "temporal": settings.temporal,
-        "strength": settings.temporal_strength,
-        "container": settings.video_container,
-        "crf": settings.video_crf,
-        "batch": settings.max_batch,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    ``video_crf``, ``max_batch``), each overridable (a CLI flag; None keeps the setting)."""
+    mode = settings.temporal if temporal is None else temporal
+    if mode not in ("blend", "none"):
+        raise ValueError(f"temporal must be blend or none, got {mode!r}")
     return VideoOptions(
-        temporal=TemporalOptions(mode=values["temporal"], strength=values["strength"]),
-        container=values["container"],
-        crf=values["crf"],
-        batch=values["batch"],
+        temporal=TemporalOptions(
+            mode="blend" if mode == "blend" else "none",
+            strength=settings.temporal_strength if strength is None else strength,
+        ),
+        container=settings.video_container if container is None else container,
+        crf=settings.video_crf if crf is None else crf,
+        batch=settings.max_batch if batch is None else batch,
     )

@@ -24,7 +24,7 @@ import av.error
 import numpy as np
 
 from service.errors import VideoRejected, VideoTooLarge
-from service.inference.video.options import VideoLimits
+from service.inference.videos.options import VideoLimits
 
 __all__ = [
     "CONTAINERS",
@@ -151,6 +151,8 @@ class ClipReader:
                         yield packet
                     continue
                 for decoded in packet.decode():
+                    if not isinstance(decoded, av.VideoFrame):
+                        continue
                     if size is None:
                         size = (decoded.width, decoded.height)
                     elif (decoded.width, decoded.height) != size:

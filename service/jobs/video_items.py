@@ -17,14 +17,15 @@ from functools import partial
 
 from service.errors import ImageRejected, WorkDropped
 from service.inference.local_translator import LocalTranslator
-from service.inference.video.formats import REPORT_SUFFIX
-from service.inference.video.pipeline import ClipReport, translate_clip
+from service.inference.videos.formats import REPORT_SUFFIX
+from service.inference.videos.pipeline import ClipReport, translate_clip
 from service.jobs.records import Item, ItemError, JobSpec
 from service.jobs.storage import Storage
 
 __all__ = ["ClipStorageError", "run_clip"]
 
 log = logging.getLogger("unpaired.jobs")
+
 
 class ClipStorageError(OSError):
     """Reading the clip or writing its output failed (storage: may pass)."""

@@ -19,9 +19,9 @@ from typing import Any
 from service.errors import WorkDropped
 from service.files import atomic_path
 from service.inference.image_io import DecodedImage
-from service.inference.video.containers import ClipReader, ClipWriter, Frame
-from service.inference.video.options import VideoLimits, VideoOptions
-from service.inference.video.temporal import Stabiliser
+from service.inference.videos.containers import ClipReader, ClipWriter, Frame
+from service.inference.videos.options import VideoLimits, VideoOptions
+from service.inference.videos.temporal import Stabiliser
 
 __all__ = ["ClipReport", "FrameTranslator", "VideoOptions", "translate_clip"]
 

@@ -27,8 +27,8 @@ from typing import Final
 import cv2
 import numpy as np
 
-from service.inference.video.flow import Motion, estimate_motion, warp
-from service.inference.video.options import TemporalMode, TemporalOptions
+from service.inference.videos.flow import Motion, estimate_motion, warp
+from service.inference.videos.options import TemporalMode, TemporalOptions
 
 __all__ = ["Stabiliser", "TemporalMode", "TemporalOptions", "WarpingError"]
 
