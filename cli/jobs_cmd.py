@@ -99,6 +99,8 @@ def _summary(job: dict[str, Any]) -> str:
         f"job {job['id']}: {job['state']}, {counts['done']}/{counts['total']} done, "
         f"{counts['failed']} failed"
     )
+    if job.get("frames_done"):
+        line += f", {job['frames_done']} video frame(s) translated"
     if job.get("throughput"):
         line += f", {job['throughput']:.1f} img/s"
     if job.get("eta_seconds") and job["state"] not in TERMINAL:
@@ -128,7 +130,10 @@ def _wait(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
         while True:
             counts = job["counts"]
             bar.n = counts["done"] + counts["failed"]
-            bar.set_postfix_str(job["state"], refresh=True)
+            frames = job.get("frames_done")  # a video advances by frames before it is done
+            bar.set_postfix_str(
+                f"{job['state']}, {frames} frames" if frames else job["state"], refresh=True
+            )
             if job["state"] in TERMINAL:
                 return job
             time.sleep(1.0)

@@ -88,6 +88,11 @@ class JobView(BaseModel):
         description="chunks of images still being translated and written; a cancelled job's "
         "counts and outputs are final once this is 0"
     )
+    frames_done: int = Field(
+        0,
+        description="frames of the job's videos translated so far (a video counts in "
+        "`counts` once it is written)",
+    )
     source: str | None = None
     destination: str | None = None
     result_url: str = Field(description="GET it once the job has finished")
@@ -114,6 +119,7 @@ class JobView(BaseModel):
             if with_errors
             else [],
             chunks_writing=status.writing,
+            frames_done=status.frames,
             source=spec.source,
             destination=spec.destination,
             result_url=f"/v1/jobs/{spec.id}/result",

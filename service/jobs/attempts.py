@@ -124,7 +124,13 @@ def _attempt(
                 poison_attempts=policy.poison_attempts,
             )
         else:
-            outcome = run_chunk(spec, items, translator, should_stop=stopped)
+            outcome = run_chunk(
+                spec,
+                items,
+                translator,
+                should_stop=stopped,
+                on_frames=partial(_frames, store, job_id),
+            )
         store.finish_chunk(job_id, index, outcome)
     except TransientChunkError as exc:
         if attempt < policy.retries:
@@ -147,6 +153,15 @@ def _ended(store: JobStore, job_id: str, index: int, result: T) -> T:
     """The attempt ended (its process did not die in it): say so, then pass `result` on."""
     store.end_attempt(job_id, index)
     return result
+
+
+def _frames(store: JobStore, job_id: str, item: str, frames: int) -> None:
+    """A clip's progress; a store away for a moment only delays the count (the next batch
+    sets it again)."""
+    try:
+        store.frames_done(job_id, item, frames)
+    except RedisError as exc:
+        log.info("job %s: frames of %s not counted: %s", job_id, item, exc)
 
 
 def _stopped(store: JobStore, job_id: str) -> bool:

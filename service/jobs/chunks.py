@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from service.errors import BatcherClosed, WorkDropped
 from service.inference.local_translator import LocalTranslator
@@ -43,12 +44,14 @@ def run_chunk(
     translator: LocalTranslator,
     *,
     should_stop: Callable[[], bool] | None = None,
+    on_frames: Callable[[str, int], None] | None = None,
 ) -> ChunkOutcome:
     """Translate and write the chunk's items; when ``should_stop()`` turns true (the job was
-    cancelled) the images not done yet are dropped, a large one's remaining tiles included."""
+    cancelled) the images not done yet are dropped, a large one's remaining tiles included.
+    A clip's progress is ``on_frames(item name, frames done so far)``."""
     clips = [item for item in items if is_video_name(item.name)]
     if clips:
-        outcome = _run_clips(spec, clips, translator, should_stop)
+        outcome = _run_clips(spec, clips, translator, should_stop, on_frames)
         items = [item for item in items if not is_video_name(item.name)]
         if not items:
             return outcome
@@ -102,12 +105,14 @@ def _run_clips(
     clips: Sequence[Item],
     translator: LocalTranslator,
     should_stop: Callable[[], bool] | None,
+    on_frames: Callable[[str, int], None] | None,
 ) -> ChunkOutcome:
     written: list[Item] = []
     failed: list[ItemError] = []
     for item in clips:
+        progress = None if on_frames is None else partial(on_frames, item.name)
         try:
-            result = run_clip(spec, item, translator, should_stop=should_stop)
+            result = run_clip(spec, item, translator, should_stop=should_stop, on_frames=progress)
         except ClipStorageError as exc:
             raise TransientChunkError(str(exc)) from exc
         if isinstance(result, ItemError):

@@ -92,3 +92,9 @@ class JobStore(Protocol):
     def translating(self, job_id: str, index: int, item: str | None) -> None:
         """The image an image-by-image attempt translates now (None: none)."""
         ...
+
+    def frames_done(self, job_id: str, item: str, frames: int) -> None:
+        """A clip of the job has `frames` frames translated so far (set, not added: an
+        attempt that runs the clip again counts from its start). Ignored for a job that is
+        gone."""
+        ...

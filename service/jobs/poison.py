@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import run_chunk
@@ -47,7 +48,13 @@ def run_carefully(
             failed.append(ItemError(item.name, _poison_message(died)))
             continue
         store.translating(spec.id, index, item.name)
-        outcome = run_chunk(spec, [item], translator, should_stop=should_stop)
+        outcome = run_chunk(
+            spec,
+            [item],
+            translator,
+            should_stop=should_stop,
+            on_frames=partial(store.frames_done, spec.id),
+        )
         written += outcome.written
         failed += outcome.failed
     store.translating(spec.id, index, None)

@@ -110,6 +110,7 @@ class JobStatus:
     finished_at: float | None
     errors: list[ItemError]  # the first `errors_limit` failures, in no particular order
     writing: int = 0  # chunks started and not yet recorded (JobManager fills it in)
+    frames: int = 0  # frames of the job's clips translated so far
 
     @property
     def finished(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import redis
@@ -106,6 +107,17 @@ def _ledger_keys(job_id: str) -> tuple[str, str, str, str]:
     return f"{base}:attempting", f"{base}:died", f"{base}:translating", f"{base}:deaths"
 
 
+def _frames_key(job_id: str) -> str:
+    """The job's hash of frames translated so far per clip."""
+    return f"{PREFIX}{job_id}:frames"
+
+
+# KEYS: job, frames; ARGV: item, frames. Only while the job exists (a deleted job stays gone).
+_FRAMES: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+"""
+
+
 def _keys(job_id: str) -> tuple[str, str, str, str, str, str]:
     """The job's hash, then its sets and hashes: done, written, errors, chunks, running."""
     base = PREFIX + job_id
@@ -126,6 +138,7 @@ class RedisJobStore:
         self._finish = client.register_script(_FINISH_CHUNK)
         self._start = client.register_script(_START_CHUNK)
         self._cancel = client.register_script(_CANCEL)
+        self._frames = client.register_script(_FRAMES)
         self._charge = client.register_script(_CHARGE)
         self._begin_attempt = client.register_script(_BEGIN_ATTEMPT)
 
@@ -166,7 +179,10 @@ class RedisJobStore:
 
     def get(self, job_id: str, errors_limit: int = ERRORS_LIMIT) -> JobStatus | None:
         job, _, _, errors, *_ = _keys(job_id)
-        data = self.client.hgetall(job)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(job)
+            pipe.hvals(_frames_key(job_id))
+            data, frames = pipe.execute()
         if not data:
             return None
         found: list[ItemError] = []
@@ -176,7 +192,7 @@ class RedisJobStore:
                 if len(found) >= errors_limit:
                     break
             found.sort(key=lambda e: e.item)
-        return _status(data, found)
+        return replace(_status(data, found), frames=sum(int(f) for f in frames))
 
     def page(self, owner: str | None, limit: int, before: float | None) -> list[JobStatus]:
         out: list[JobStatus] = []
@@ -252,7 +268,7 @@ class RedisJobStore:
 
     def delete(self, job_id: str) -> None:
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(*_keys(job_id), *_ledger_keys(job_id))
+            pipe.delete(*_keys(job_id), *_ledger_keys(job_id), _frames_key(job_id))
             pipe.zrem(INDEX, job_id)
             pipe.srem(UNDISPATCHED, job_id)
             pipe.execute()
@@ -285,6 +301,9 @@ class RedisJobStore:
             for field, count in self.client.hgetall(deaths).items()
             if field.decode().startswith(prefix)
         }
+
+    def frames_done(self, job_id: str, item: str, frames: int) -> None:
+        self._frames(keys=[_keys(job_id)[0], _frames_key(job_id)], args=[item, frames])
 
     def translating(self, job_id: str, index: int, item: str | None) -> None:
         key = _ledger_keys(job_id)[2]

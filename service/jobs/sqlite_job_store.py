@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from service.jobs.job_store import ERRORS_LIMIT
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS chunk_attempts (job_id TEXT NOT NULL, idx INTEGER NOT
     PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS deaths (job_id TEXT NOT NULL, idx INTEGER NOT NULL,
     item TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (job_id, idx, item));
+CREATE TABLE IF NOT EXISTS frames (job_id TEXT NOT NULL, item TEXT NOT NULL,
+    frames INTEGER NOT NULL, PRIMARY KEY (job_id, item));
 """
 
 
@@ -140,7 +143,11 @@ class SqliteJobStore:
                 "SELECT item, error FROM errors WHERE job_id = ? ORDER BY item LIMIT ?",
                 (job_id, errors_limit),
             ).fetchall()
-        return _status(row, [ItemError(item, error) for item, error in errors])
+            (frames,) = self._db.execute(
+                "SELECT COALESCE(SUM(frames), 0) FROM frames WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        status = _status(row, [ItemError(item, error) for item, error in errors])
+        return replace(status, frames=int(frames))
 
     def page(self, owner: str | None, limit: int, before: float | None) -> list[JobStatus]:
         query = "SELECT spec, state, done, failed, started_at, finished_at FROM jobs WHERE 1=1"
@@ -263,7 +270,7 @@ class SqliteJobStore:
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            for table in ("chunks", "errors", "written", "chunk_attempts", "deaths"):
+            for table in ("chunks", "errors", "written", "chunk_attempts", "deaths", "frames"):
                 db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
     def mark_dispatched(self, job_id: str) -> None:
@@ -313,6 +320,15 @@ class SqliteJobStore:
                 "SELECT item, count FROM deaths WHERE job_id = ? AND idx = ?", (job_id, index)
             ).fetchall()
         return {str(item): int(count) for item, count in rows}
+
+    def frames_done(self, job_id: str, item: str, frames: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO frames (job_id, item, frames) SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?) "
+                "ON CONFLICT (job_id, item) DO UPDATE SET frames = excluded.frames",
+                (job_id, item, frames, job_id),
+            )
 
     def translating(self, job_id: str, index: int, item: str | None) -> None:
         with self._tx() as db:

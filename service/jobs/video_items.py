@@ -37,9 +37,19 @@ def run_clip(
     translator: LocalTranslator,
     *,
     should_stop: Callable[[], bool] | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> Item | ItemError | None:
-    """The item written (with its report), its failure, or None when the job was stopped.
-    Raises :class:`ClipStorageError` when storage failed (the chunk is tried again)."""
+    """The item written (with its report), its failure, or None when the job was stopped;
+    ``on_frames(frames done so far)`` after each batch. Raises :class:`ClipStorageError` when
+    storage failed (the chunk is tried again)."""
+    done = 0
+
+    def progress(frames: int) -> None:
+        nonlocal done
+        done += frames
+        if on_frames is not None:
+            on_frames(done)
+
     inputs, outputs = Storage(spec.inputs), Storage(spec.outputs)
     frames = partial(
         translator.translate_frames, spec.model, spec.direction, should_stop=should_stop
@@ -66,6 +76,7 @@ def run_clip(
                 limits=translator.video_limits,
                 options=translator.video_options,
                 should_stop=should_stop,
+                on_frames=progress,
                 name=item.name,
             )
         except WorkDropped:

@@ -443,8 +443,9 @@ function showJob(view) {
   progress.value = view.progress;
   progress.textContent = `${Math.round(view.progress * 100)}%`;
   const { total, done, failed } = view.counts;
+  const frames = view.frames_done ? `, ${view.frames_done} video frames translated` : "";
   $("#bulk-counts").textContent =
-    `${done} of ${total} converted, ${failed} failed${describeRate(view)}`;
+    `${done} of ${total} converted, ${failed} failed${frames}${describeRate(view)}`;
   const finished = FINISHED.has(view.state);
   cancelButton.disabled = finished;
   downloadButton.disabled = !finished || done === 0;

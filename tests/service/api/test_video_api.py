@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.service.api.test_jobs_api import wait_done
+from tests.service.api.test_jobs_api import wait_done, wait_settled
 from tests.service.distributed.test_distributed import photos
+from tests.service.gates import Gate
 from tests.service.jobs.test_video_jobs import check_clip_job, job_files
-from tests.service.video_clips import cli_clip, phone_clip
+from tests.service.video_clips import TIMES_MS, cli_clip, phone_clip
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,3 +63,27 @@ def test_the_translate_endpoint_sends_videos_to_jobs(api: Any, tmp_path: Path) -
         assert error["code"] == "video_needs_job"
         assert "POST /v1/jobs" in error["message"]
     assert still_fine.status_code == 200
+
+
+def test_a_cancelled_clip_stops_mid_clip_and_leaves_nothing_behind(
+    api: Any, tmp_path: Path
+) -> None:
+    clip = phone_clip(tmp_path / "walk.mp4")
+    held = Gate(tmp_path / "held")  # the clip's fourth frame waits here (one frame per batch)
+    jobs = tmp_path / "jobs"
+    with api(jobs_dir=str(jobs), failpoints=[held.failpoint("batch", after=3)]) as client:
+        response = client.post(
+            "/v1/jobs",
+            data={"model": "tiny", "direction": "AtoB"},
+            files=[("files", ("walk.mp4", clip.read_bytes(), "video/mp4"))],
+        )
+        job = response.json()
+        held.wait_reached()
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
+        held.open()
+        after = wait_settled(client, job["id"])
+    assert after["state"] == "cancelled"
+    assert after["counts"] == {"total": 1, "done": 0, "failed": 0}  # dropped, not failed
+    assert after["frames_done"] < len(TIMES_MS)
+    outputs = jobs / job["id"] / "outputs"
+    assert sorted(p.name for p in outputs.rglob("*")) == []  # no clip, partial file or report

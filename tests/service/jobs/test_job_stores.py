@@ -164,6 +164,28 @@ def test_expired_jobs_are_found_and_deleted(store: JobStore) -> None:
     assert store.expired(time.time() + 1) == []
 
 
+def test_frames_of_clips_add_up_and_an_attempt_again_counts_from_its_start(
+    store: JobStore,
+) -> None:
+    job = store.create(spec(), CHUNKS, []).spec.id
+    assert _frames(store, job) == 0
+    store.frames_done(job, "walk.mp4", 8)
+    store.frames_done(job, "walk.mp4", 16)
+    store.frames_done(job, "run.mov", 8)
+    assert _frames(store, job) == 24
+    store.frames_done(job, "walk.mp4", 8)  # the clip's chunk runs again, from frame 0
+    assert _frames(store, job) == 16
+    store.delete(job)
+    store.frames_done(job, "walk.mp4", 24)  # a chunk still running when its job was deleted
+    assert store.get(job) is None
+
+
+def _frames(store: JobStore, job_id: str) -> int:
+    status = store.get(job_id)
+    assert status is not None
+    return status.frames
+
+
 def test_unknown_jobs_are_none(store: JobStore) -> None:
     assert store.get("f" * 32) is None
     assert store.start_chunk("f" * 32, 0) is None

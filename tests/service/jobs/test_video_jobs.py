@@ -45,6 +45,7 @@ def check_clip_job(result: dict[str, bytes], expected_clip: bytes, done: dict[st
     report = json.loads(result["walk.mp4.json"])
     assert report["input"] == "walk.mp4" and report["output"] == "walk.mp4"
     assert report["frames"] == len(TIMES_MS) and report["audio_streams"] == 1
+    assert done["frames_done"] == len(TIMES_MS)  # the job's progress, in frames
     assert report["temporal"] == "blend" and report["scene_cuts"] == []
     assert 0 < report["input_warping_error"] < report["warping_error"]
 
