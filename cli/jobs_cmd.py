@@ -74,14 +74,16 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def _pack(inputs: list[Path], target: Path) -> int:
-    """Images of `inputs` into a zip at `target` (folders keep their relative paths)."""
+    """Images and videos of `inputs` into a zip at `target` (folders keep their relative
+    paths)."""
     from models.imaging import find_images
+    from service.inference.videos.formats import VIDEO_SUFFIXES
 
     count = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
         for path in inputs:
             if path.is_dir():
-                files = find_images(path)
+                files = find_images(path, also=VIDEO_SUFFIXES)
                 members = [(p, p.relative_to(path).as_posix()) for p in files]
             elif path.is_file():
                 members = [(path, path.name)]

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from tests.cli.test_cli import unpaired
 from tests.service.distributed.test_distributed import photos
-from tests.service.video_clips import TIMES_MS, phone_clip, timestamps_ms
+from tests.service.servers import running_server, service_env
+from tests.service.video_clips import (
+    TIMES_MS,
+    assert_same_clip,
+    cli_clip,
+    phone_clip,
+    timestamps_ms,
+)
 
 
 def test_translate_writes_clips_beside_images_with_their_reports(
@@ -71,3 +78,24 @@ def test_bad_video_options_are_clear_errors(model_store: Path, tmp_path: Path) -
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_jobs_submit_sends_the_clips_of_a_folder(model_store: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    phone_clip(folder / "trip" / "walk.mp4")
+    photos(folder, 1)
+    expected = cli_clip(model_store, folder / "trip" / "walk.mp4", tmp_path / "cli")
+    with running_server(service_env(model_store), tmp_path / "api.log") as server:
+        url = ("--url", server.url)
+        submitted = unpaired(
+            "jobs", "submit", "tiny", folder, "--direction", "AtoB", "--wait", "--json", *url
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job = json.loads(submitted.stdout)
+        assert job["counts"] == {"total": 2, "done": 2, "failed": 0}
+        assert job["frames_done"] == len(TIMES_MS)
+        got = unpaired("jobs", "download", job["id"], "--out", tmp_path / "out", *url)
+        assert got.returncode == 0, got.stderr
+    assert_same_clip((tmp_path / "out" / "trip" / "walk.mp4").read_bytes(), expected)
+    report = json.loads((tmp_path / "out" / "trip" / "walk.mp4.json").read_text())
+    assert report["frames"] == len(TIMES_MS) and report["temporal"] == "blend"
