@@ -226,6 +226,11 @@ class Settings(BaseSettings):
         "(`destination`); empty: jobs take uploads only",
     )
     bulk_queue: str = Field("unpaired.bulk", description="Celery queue of bulk-job chunks")
+    frames_queue: str = Field(
+        "unpaired.frames",
+        description="Celery queue of the frames a worker running a clip shares out to the "
+        "others (each worker consumes it between the interactive and the bulk queue)",
+    )
     chunk_size: Annotated[int, Field(ge=1, le=4096)] = 32
     """images per bulk-job chunk (one task)"""
     bulk_max_batch: Annotated[int, Field(ge=1, le=1024)] | None = Field(

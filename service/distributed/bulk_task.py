@@ -4,11 +4,18 @@ A chunk runs through the worker's own translator, behind its interactive request
 attempt records and when it is retried is :func:`service.jobs.attempts.attempt_chunk`, as in
 embedded mode, so a chunk that crashes still ends its job. :class:`BulkSlots` keeps a worker
 from filling its prefetch slots with chunks.
+
+A chunk can run longer than the visibility timeout (a clip runs for minutes), and Redis then
+hands its message to a worker again while the first run goes on. The copy must neither run the
+chunk a second time nor count the live run as one whose process died (a clip would soon be
+failed as poison): a run holds a lease on its chunk (:mod:`service.distributed.run_claims`),
+and the copy waits for it; only a lease that lapses (its holder died) lets the copy run.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +25,12 @@ from typing import Any
 from celery import Celery, Task
 
 from service.distributed.messages import BULK_TASK
+from service.distributed.run_claims import RunClaims
 from service.inference.local_translator import LocalTranslator
 from service.jobs.attempts import ChunkPolicy, RetryLater, attempt_chunk
 from service.jobs.job_store import JobStore
 from service.jobs.records import ChunkOutcome
+from service.jobs.video_items import FramesFor
 
 __all__ = ["BulkSlots", "register_bulk_task"]
 
@@ -93,7 +102,9 @@ def register_bulk_task(
     translator: LocalTranslator,
     *,
     policy: ChunkPolicy,
+    claims: RunClaims,
     slots: BulkSlots | None = None,
+    frames_for: FramesFor | None = None,
 ) -> Task:
     """The worker side: run a chunk, retrying a passing failure with Celery's countdown. With
     `slots`, the worker takes no new chunk while it runs as many as they allow."""
@@ -106,8 +117,15 @@ def register_bulk_task(
         ignore_result=True,
     )
     def bulk_chunk(self: Task, job_id: str, index: int) -> dict[str, Any]:
-        with slots.hold(self.request.hostname) if slots else nullcontext():
-            result = _until_settled(store, job_id, index, translator, policy, self.request.retries)
+        claim = f"chunk:{job_id}:{index}"
+        claims.acquire(claim, deadline=math.inf)  # a live run of this chunk: wait for its end
+        try:
+            with slots.hold(self.request.hostname) if slots else nullcontext():
+                result = _until_settled(
+                    store, job_id, index, translator, policy, self.request.retries, frames_for
+                )
+        finally:
+            claims.release(claim)
         if result is None:
             return {"skipped": True}
         return {"written": len(result.written), "failed": len(result.failed)}
@@ -122,13 +140,22 @@ def _until_settled(
     translator: LocalTranslator,
     policy: ChunkPolicy,
     retries: int,
+    frames_for: FramesFor | None,
 ) -> ChunkOutcome | None:
     """Attempts at the chunk until one is recorded (or it must not run), waiting out each
     retry here: Celery's retry publishes a new message, which fails while Redis is away and
     then drops this one (`Reject(requeue=False)`), losing the chunk. Waiting holds a slot, not
     a CPU; the message stays unacknowledged, so a worker that dies meanwhile hands it back."""
     while True:
-        result = attempt_chunk(store, job_id, index, translator, attempt=retries, policy=policy)
+        result = attempt_chunk(
+            store,
+            job_id,
+            index,
+            translator,
+            attempt=retries,
+            policy=policy,
+            frames_for=frames_for,
+        )
         if not isinstance(result, RetryLater):
             return result
         retries += result.counted

@@ -21,6 +21,7 @@ from service import failpoints
 from service.distributed.bulk_task import BulkSlots, register_bulk_task
 from service.distributed.celery_app import CONNECT_TIMEOUT_S, make_celery
 from service.distributed.delivery import mark_received
+from service.distributed.frame_sharing import FrameHelper, SharedFrames, register_frame_task
 from service.distributed.heartbeat import WorkerHeartbeat
 from service.distributed.interactive_task import TranslateRequests, register_translate_task
 from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
@@ -45,13 +46,14 @@ def default_worker_name() -> str:
 
 def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | None = None) -> None:
     """Load the models, then consume `queues` until stopped (default: the interactive queue,
-    then the bulk queue; Redis is asked in that order, so interactive requests go first)."""
+    the frames of other workers' clips, then the bulk queue; Redis is asked in that order, so
+    interactive requests go first)."""
     configure_logging(settings.log_format, settings.log_level)
     favour_interactive()
     failpoints.arm(settings.failpoints)
     assert settings.broker_url is not None
     name = name or settings.worker_name or default_worker_name()
-    queues = list(queues) or [settings.queue, settings.bulk_queue]
+    queues = list(queues) or [settings.queue, settings.frames_queue, settings.bulk_queue]
     app = make_celery(settings, role="worker")
     translator = LocalTranslator.from_settings(settings, worker=name)
     client = redis.Redis.from_url(
@@ -90,24 +92,32 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
 def _register_tasks(
     app: Celery, settings: Settings, translator: LocalTranslator, client: redis.Redis, name: str
 ) -> None:
-    """The interactive task and the bulk-job task, on this worker's translator."""
+    """The interactive task, the bulk-job task and the clip-frame task, on this worker's
+    translator."""
+    claims = RunClaims(client, worker=name, lease_s=lease_seconds(settings.visibility_timeout_s))
     requests = TranslateRequests(
         translator=translator,
         client=client,
         carrier=ImageCarrier(settings.blob_threshold_bytes),
         result_ttl=settings.result_expires_s,
-        claims=RunClaims(client, worker=name, lease_s=lease_seconds(settings.visibility_timeout_s)),
+        claims=claims,
         quarantine=Quarantine(client, ttl=settings.result_expires_s),
         poison_attempts=settings.poison_attempts,
     )
     register_translate_task(app, requests)
+    helper = FrameHelper(translator, client, name, ttl=settings.result_expires_s)
+    register_frame_task(app, helper)
     register_bulk_task(
         app,
         RedisJobStore(client),
         translator,
         # a retry's ETA past the visibility timeout would be redelivered before it is due
         policy=ChunkPolicy.from_settings(settings, backoff_cap=settings.visibility_timeout_s / 2),
+        claims=claims,
         slots=BulkSlots(app, settings.bulk_queue, settings.bulk_concurrency),
+        frames_for=lambda spec, stop: SharedFrames(
+            app, helper, settings.frames_queue, spec.model, spec.direction, should_stop=stop
+        ),
     )
 
 

@@ -31,6 +31,7 @@ from service.jobs.chunks import TransientChunkError, run_chunk
 from service.jobs.job_store import JobStore
 from service.jobs.poison import run_carefully
 from service.jobs.records import ChunkOutcome, ItemError, JobState
+from service.jobs.video_items import FramesFor
 from service.settings import Settings
 
 __all__ = ["ChunkPolicy", "RetryLater", "attempt_chunk", "backoff"]
@@ -80,6 +81,7 @@ def attempt_chunk(
     *,
     attempt: int,
     policy: ChunkPolicy,
+    frames_for: FramesFor | None = None,
 ) -> ChunkOutcome | RetryLater | None:
     """Attempt at one chunk after `attempt` retries. The recorded outcome, a
     :class:`RetryLater`, or None when the chunk must not run (its job is cancelled or gone, or
@@ -87,7 +89,9 @@ def attempt_chunk(
     (:mod:`service.jobs.poison`)."""
     where = f"chunk {job_id}/{index}"
     try:
-        return _attempt(store, job_id, index, translator, attempt=attempt, policy=policy)
+        return _attempt(
+            store, job_id, index, translator, attempt=attempt, policy=policy, frames_for=frames_for
+        )
     except RedisError as exc:  # the job store is away: wait for it, recording nothing
         delay = backoff(policy.retries, policy.backoff_cap)
         log.info("%s waits %.0f s for the job store: %s", where, delay, exc)
@@ -102,6 +106,7 @@ def _attempt(
     *,
     attempt: int,
     policy: ChunkPolicy,
+    frames_for: FramesFor | None,
 ) -> ChunkOutcome | RetryLater | None:
     where = f"chunk {job_id}/{index}"
     spec = store.start_chunk(job_id, index)
@@ -122,6 +127,7 @@ def _attempt(
                 translator,
                 should_stop=stopped,
                 poison_attempts=policy.poison_attempts,
+                frames_for=frames_for,
             )
         else:
             outcome = run_chunk(
@@ -130,6 +136,7 @@ def _attempt(
                 translator,
                 should_stop=stopped,
                 on_frames=partial(_frames, store, job_id),
+                frames_for=frames_for,
             )
         store.finish_chunk(job_id, index, outcome)
     except TransientChunkError as exc:

@@ -24,7 +24,7 @@ from service.inference.requests import OutputSpec, Translated, TranslationReques
 from service.inference.videos.formats import is_video_name
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec
 from service.jobs.storage import Storage
-from service.jobs.video_items import ClipStorageError, run_clip
+from service.jobs.video_items import ClipStorageError, FramesFor, run_clip
 
 __all__ = ["TransientChunkError", "run_chunk"]
 
@@ -45,13 +45,14 @@ def run_chunk(
     *,
     should_stop: Callable[[], bool] | None = None,
     on_frames: Callable[[str, int], None] | None = None,
+    frames_for: FramesFor | None = None,
 ) -> ChunkOutcome:
     """Translate and write the chunk's items; when ``should_stop()`` turns true (the job was
     cancelled) the images not done yet are dropped, a large one's remaining tiles included.
     A clip's progress is ``on_frames(item name, frames done so far)``."""
     clips = [item for item in items if is_video_name(item.name)]
     if clips:
-        outcome = _run_clips(spec, clips, translator, should_stop, on_frames)
+        outcome = _run_clips(spec, clips, translator, should_stop, on_frames, frames_for)
         items = [item for item in items if not is_video_name(item.name)]
         if not items:
             return outcome
@@ -106,13 +107,21 @@ def _run_clips(
     translator: LocalTranslator,
     should_stop: Callable[[], bool] | None,
     on_frames: Callable[[str, int], None] | None,
+    frames_for: FramesFor | None,
 ) -> ChunkOutcome:
     written: list[Item] = []
     failed: list[ItemError] = []
     for item in clips:
         progress = None if on_frames is None else partial(on_frames, item.name)
         try:
-            result = run_clip(spec, item, translator, should_stop=should_stop, on_frames=progress)
+            result = run_clip(
+                spec,
+                item,
+                translator,
+                should_stop=should_stop,
+                on_frames=progress,
+                frames_for=frames_for,
+            )
         except ClipStorageError as exc:
             raise TransientChunkError(str(exc)) from exc
         if isinstance(result, ItemError):

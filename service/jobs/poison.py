@@ -19,6 +19,7 @@ from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import run_chunk
 from service.jobs.job_store import JobStore
 from service.jobs.records import ChunkOutcome, Item, ItemError, JobSpec
+from service.jobs.video_items import FramesFor
 
 __all__ = ["run_carefully"]
 
@@ -34,6 +35,7 @@ def run_carefully(
     *,
     should_stop: Callable[[], bool],
     poison_attempts: int,
+    frames_for: FramesFor | None = None,
 ) -> ChunkOutcome:
     """The chunk image by image; an image charged with `poison_attempts` deaths fails."""
     deaths = store.begin_careful(spec.id, index)
@@ -54,6 +56,7 @@ def run_carefully(
             translator,
             should_stop=should_stop,
             on_frames=partial(store.frames_done, spec.id),
+            frames_for=frames_for,
         )
         written += outcome.written
         failed += outcome.failed

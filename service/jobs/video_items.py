@@ -18,11 +18,15 @@ from functools import partial
 from service.errors import ImageRejected, WorkDropped
 from service.inference.local_translator import LocalTranslator
 from service.inference.videos.formats import REPORT_SUFFIX
-from service.inference.videos.pipeline import ClipReport, translate_clip
+from service.inference.videos.pipeline import ClipReport, FrameTranslator, translate_clip
 from service.jobs.records import Item, ItemError, JobSpec
 from service.jobs.storage import Storage
 
-__all__ = ["ClipStorageError", "run_clip"]
+__all__ = ["ClipStorageError", "FramesFor", "run_clip"]
+
+#: Who translates a job's clip frames (default: this process's micro-batcher); distributed
+#: workers share them out (:mod:`service.distributed.frame_sharing`).
+FramesFor = Callable[[JobSpec, Callable[[], bool] | None], FrameTranslator]
 
 log = logging.getLogger("unpaired.jobs")
 
@@ -38,6 +42,7 @@ def run_clip(
     *,
     should_stop: Callable[[], bool] | None = None,
     on_frames: Callable[[int], None] | None = None,
+    frames_for: FramesFor | None = None,
 ) -> Item | ItemError | None:
     """The item written (with its report), its failure, or None when the job was stopped;
     ``on_frames(frames done so far)`` after each batch. Raises :class:`ClipStorageError` when
@@ -51,8 +56,12 @@ def run_clip(
             on_frames(done)
 
     inputs, outputs = Storage(spec.inputs), Storage(spec.outputs)
-    frames = partial(
-        translator.translate_frames, spec.model, spec.direction, should_stop=should_stop
+    frames: FrameTranslator = (
+        frames_for(spec, should_stop)
+        if frames_for is not None
+        else partial(
+            translator.translate_frames, spec.model, spec.direction, should_stop=should_stop
+        )
     )
     with tempfile.TemporaryDirectory(prefix="unpaired-clip-") as scratch:
         source = inputs.local_path(item.name)
@@ -88,7 +97,9 @@ def run_clip(
         try:
             if local_target is None:
                 outputs.put_file(target, item.output)
-            outputs.write_atomic(_report_json(report, item), item.output + REPORT_SUFFIX)
+            describe = getattr(frames, "describe", None)  # who translated the frames
+            shared: dict[str, object] = describe() if describe is not None else {}
+            outputs.write_atomic(_report_json(report, item, shared), item.output + REPORT_SUFFIX)
         except OSError as exc:
             raise ClipStorageError(f"cannot write {item.output}: {exc}") from exc
     log.info(
@@ -103,6 +114,6 @@ def run_clip(
     return item
 
 
-def _report_json(report: ClipReport, item: Item) -> bytes:
-    data = {**report.to_dict(), "input": item.name, "output": item.output}
+def _report_json(report: ClipReport, item: Item, extra: dict[str, object]) -> bytes:
+    data = {**report.to_dict(), **extra, "input": item.name, "output": item.output}
     return json.dumps(data, indent=2).encode()

@@ -12,17 +12,22 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from cli.local_redis import LocalRedis
 from tests.service.distributed.test_distributed import photos
+from tests.service.gates import Gate, failpoints
 from tests.service.jobs_http import outputs, wait_for_job
 from tests.service.servers import (
     running_server,
     running_workers,
     service_env,
+    stop_process,
     wait_for_workers,
+    worker_process,
 )
 from tests.service.video_clips import TIMES_MS, assert_same_clip, cli_clip, phone_clip
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -74,3 +79,96 @@ def test_a_distributed_job_translates_a_clip_on_a_worker_like_the_cli(
             done = wait_for_job(server.url, response.json()["id"], timeout=240)
             result = outputs(server.url, done["id"])
     check_clip_job(result, expected, done)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_clips_frames_and_make_the_same_clip(
+    model_store: Path, tmp_path: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
+    """The worker running the clip (the only one when it is submitted) holds its first
+    frame at a gate; a second worker joins and translates frames of that clip; then the gate
+    opens. Both translated frames, and the clip is the one `unpaired translate` makes."""
+    clip = phone_clip(tmp_path / "in" / "walk.mp4")
+    expected = cli_clip(model_store, clip, tmp_path / "cli")
+    held = Gate(tmp_path / "held")
+    with make_redis(tmp_path / "redis") as redis_server:
+        env = service_env(model_store, broker_url=redis_server.url, jobs_dir=tmp_path / "jobs")
+        owner_env = {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("batch", times=1))}
+        client = redis.Redis.from_url(redis_server.url)
+        owner = worker_process(owner_env, tmp_path / "owner.log", "owner")
+        try:
+            with running_server(env, tmp_path / "api.log") as server:
+                wait_for_workers(server.url, 1, processes=[owner])
+                response = httpx.post(
+                    f"{server.url}/v1/jobs",
+                    data={"model": "tiny", "direction": "AtoB"},
+                    files=[("files", ("walk.mp4", clip.read_bytes(), "video/mp4"))],
+                    timeout=60,
+                )
+                assert response.status_code == 202, response.text
+                held.wait_reached()  # the owner is on its first frame
+                with running_workers(env, tmp_path, count=1):  # the helper, "w0"
+                    wait_until(
+                        lambda: any(v == b"w0" for v in _frames_done_by(client)),
+                        "the helper translated a frame of the clip",
+                    )
+                    held.open()
+                    done = wait_for_job(server.url, response.json()["id"], timeout=240)
+                    result = outputs(server.url, done["id"])
+        finally:
+            stop_process(owner)
+            client.close()
+    assert done["state"] == "succeeded", done
+    report = json.loads(result["walk.mp4.json"])
+    shared = report["frames_by_worker"]
+    assert shared.keys() == {"owner", "w0"} and sum(shared.values()) == len(TIMES_MS)
+    assert_same_clip(result["walk.mp4"], expected)
+
+
+def _frames_done_by(client: redis.Redis) -> list[bytes]:
+    """Who translated each shared frame whose result waits for the clip's owner."""
+    keys = list(client.scan_iter("unpaired:frames:*:by"))
+    return [v for v in client.mget(keys) if v is not None] if keys else []
+
+
+@pytest.mark.slow
+def test_a_clip_longer_than_the_visibility_timeout_runs_once(
+    model_store: Path, tmp_path: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
+    """Redis hands a chunk's message out again after the visibility timeout while its first
+    run goes on (a clip runs for minutes). Bug: the copy ran the clip a second time and took
+    the live run for one whose process died (image by image, then poison). Now it waits."""
+    clip = phone_clip(tmp_path / "in" / "walk.mp4")
+    held = Gate(tmp_path / "held")  # the clip's first frame waits here, past the timeout
+    log = tmp_path / "worker.log"
+    with make_redis(tmp_path / "redis") as redis_server:
+        env = service_env(
+            model_store,
+            broker_url=redis_server.url,
+            jobs_dir=tmp_path / "jobs",
+            visibility_timeout_s=1,
+            failpoints=failpoints(held.failpoint("batch", times=1)),
+        )
+        worker = worker_process(env, log, "w0")
+        try:
+            with running_server(env, tmp_path / "api.log") as server:
+                wait_for_workers(server.url, 1, processes=[worker])
+                response = httpx.post(
+                    f"{server.url}/v1/jobs",
+                    data={"model": "tiny", "direction": "AtoB"},
+                    files=[("files", ("walk.mp4", clip.read_bytes(), "video/mp4"))],
+                    timeout=60,
+                )
+                assert response.status_code == 202, response.text
+                held.wait_reached()
+                wait_until(
+                    lambda: log.read_text().count("Task unpaired.bulk_chunk[") >= 2,
+                    "the chunk's message handed out again while its run is held",
+                )
+                held.open()
+                done = wait_for_job(server.url, response.json()["id"], timeout=240)
+        finally:
+            stop_process(worker)
+    assert done["state"] == "succeeded", done
+    assert done["counts"] == {"total": 1, "done": 1, "failed": 0}
+    assert "process died" not in log.read_text()  # the live run was not taken for a dead one
