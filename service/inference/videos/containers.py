@@ -12,6 +12,7 @@ odd sides (4:2:0 needs even ones).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -237,6 +238,7 @@ class ClipWriter:
         if container not in CONTAINERS:
             raise ValueError(f"container must be one of {', '.join(CONTAINERS)}, got {container}")
         self.name = name or path
+        self._container = container
         # AAC's priming samples start before 0: by default FFmpeg shifts every stream of a
         # Matroska file to make them non-negative (each frame shown ~46 ms late); kept as is
         self.output = av.open(
@@ -281,7 +283,7 @@ class ClipWriter:
         encoded = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         encoded.pts = round(frame.pts * frame.time_base / self._video.codec_context.time_base)
         encoded.time_base = self._video.codec_context.time_base
-        self.output.mux(self._video.encode(encoded))
+        self._mux(self._video.encode(encoded))
         self.frames += 1
 
     def write_audio(self, packet: av.Packet) -> None:
@@ -289,17 +291,37 @@ class ClipWriter:
         if stream is None:
             return
         packet.stream = stream
-        self.output.mux(packet)
+        self._mux([packet])
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Write packets; a stream the container refuses (its header is written with the
+        first packet: PCM audio in MP4) is the clip's clear error, not a crash."""
+        try:
+            self.output.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise VideoRejected(
+                f"{self.name}: {self._container.upper()} cannot hold this clip's streams "
+                f"({_reason(exc)}); PCM audio, say, needs an .mkv output"
+            ) from exc
 
     def __enter__(self) -> ClipWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:  # the file is abandoned: closing it must not hide why
+            with contextlib.suppress(av.error.FFmpegError):
+                self.output.close()
+            return
         try:
-            if kind is None:
-                self.output.mux(self._video.encode(None))  # the encoder's delayed frames
+            self._mux(self._video.encode(None))  # the encoder's delayed frames
         finally:
-            self.output.close()
+            try:
+                self.output.close()  # the trailer (MP4's index)
+            except av.error.FFmpegError as exc:
+                raise VideoRejected(
+                    f"{self.name}: {self._container.upper()} cannot hold this clip's streams "
+                    f"({_reason(exc)}); PCM audio, say, needs an .mkv output"
+                ) from exc
 
 
 def _declared_seconds(stream: Any, container: Any) -> float | None:

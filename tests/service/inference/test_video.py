@@ -632,3 +632,38 @@ def test_a_clip_translated_again_is_the_same_file(tmp_path: Path) -> None:
 
 def _copies(images: Sequence[DecodedImage]) -> list[DecodedImage | Exception]:
     return [DecodedImage(rgb=image.rgb.copy()) for image in images]
+
+
+def _pcm_clip(path: Path) -> None:
+    """Six frames in Matroska with PCM audio (which MP4 cannot hold)."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=24)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = output.add_stream("pcm_s16le", rate=22050)
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 30, np.uint8), "rgb24")
+            frame.pts = i
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 4410), np.int16), "s16", "mono")
+        sound.sample_rate, sound.pts = 22050, 0
+        output.mux(audio.encode(sound))
+        output.mux(audio.encode(None))
+
+
+def test_audio_the_container_cannot_hold_is_a_clear_error_and_mkv_takes_it(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "pcm.mkv"
+    _pcm_clip(source)
+    target = tmp_path / "out" / "pcm.mp4"
+    with pytest.raises(VideoRejected, match=r"MP4 cannot hold .* needs an \.mkv output"):
+        translate_clip(str(source), str(target), _copies, limits=VideoLimits())
+    assert not target.exists() and not Path(partial_name(target)).exists()
+    kept = tmp_path / "out" / "pcm.mkv"
+    report = translate_clip(
+        str(source), str(kept), _copies, limits=VideoLimits(), options=VideoOptions(container="mkv")
+    )
+    assert report.frames == 6 and report.audio_streams == 1
+    assert audio_packets(kept) == audio_packets(source)
