@@ -16,6 +16,7 @@ from selenium.webdriver.support.select import Select
 from tests.service.api.browser import screenshot, wait
 from tests.service.api.conftest import png
 from tests.service.servers import running_server, service_env
+from tests.service.video_clips import TIMES_MS, decoded, phone_clip
 from tests.waiting import wait_until
 
 pytestmark = [
@@ -169,3 +170,24 @@ def test_a_running_job_can_be_cancelled_from_the_page(
         done = int(counts.split(" of ")[0])
         assert done < 600, counts  # no new chunk started after the cancel
         assert "cancelled" in browser.find_element(By.ID, "status").text
+
+
+def test_a_clip_chosen_on_the_bulk_tab_comes_back_translated_with_its_frames_counted(
+    browser: webdriver.Chrome, downloads: Path, model_store: Path, tmp_path: Path
+) -> None:
+    clip = phone_clip(tmp_path / "walk.mp4")
+    with running_server(service_env(model_store), tmp_path / "api.log") as server:
+        open_bulk_tab(browser, server.url)
+        browser.find_element(By.ID, "bulk-files").send_keys(str(clip))
+        assert "1 file chosen" in browser.find_element(By.ID, "bulk-chosen").text
+        browser.find_element(By.ID, "bulk-submit").click()
+        assert wait_for_state(browser, "partially_failed", "succeeded", "failed") == "succeeded"
+        counts = browser.find_element(By.ID, "bulk-counts").text
+        assert counts.startswith(f"1 of 1 converted, 0 failed, {len(TIMES_MS)} video frames"), (
+            counts
+        )
+        browser.find_element(By.ID, "bulk-download").click()
+        with zipfile.ZipFile(downloaded(downloads)) as results:
+            assert sorted(results.namelist()) == ["walk.mp4", "walk.mp4.json"]
+            times = [round(t * 1000) for t, _ in decoded(results.read("walk.mp4"))]
+            assert times == TIMES_MS
