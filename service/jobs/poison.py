@@ -7,13 +7,19 @@ process. Its next attempt is careful: one image at a time, each named in the job
 it runs (:meth:`~service.jobs.job_store.JobStore.translating`). If that attempt dies too, the
 image it named is charged with the death when the chunk next begins
 (:meth:`~service.jobs.job_store.JobStore.begin_careful`); the others, written or not, are not.
+
+A process runs one careful image at a time, whatever chunk it belongs to: chunks of one job run
+side by side in a worker, and a poison clip's chunk dying beside a careful image's would
+otherwise charge that image with the clip's death (both failed as poison; seen in a test).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Final
 
 from service.inference.local_translator import LocalTranslator
 from service.jobs.chunks import run_chunk
@@ -24,6 +30,9 @@ from service.jobs.video_items import FramesFor
 __all__ = ["run_carefully"]
 
 log = logging.getLogger("unpaired.jobs")
+
+#: One suspect image at a time in this process (see the module's docstring).
+_ONE_SUSPECT: Final = threading.Lock()
 
 
 def run_carefully(
@@ -49,15 +58,17 @@ def run_carefully(
             log.warning("job %s: %s took its worker down %d times", spec.id, item.name, died)
             failed.append(ItemError(item.name, _poison_message(died)))
             continue
-        store.translating(spec.id, index, item.name)
-        outcome = run_chunk(
-            spec,
-            [item],
-            translator,
-            should_stop=should_stop,
-            on_frames=partial(store.frames_done, spec.id),
-            frames_for=frames_for,
-        )
+        with _ONE_SUSPECT:  # alone among this process's suspects: a death here is its own
+            store.translating(spec.id, index, item.name)
+            outcome = run_chunk(
+                spec,
+                [item],
+                translator,
+                should_stop=should_stop,
+                on_frames=partial(store.frames_done, spec.id),
+                frames_for=frames_for,
+            )
+            store.translating(spec.id, index, None)  # not charged while waiting for its turn
         written += outcome.written
         failed += outcome.failed
     store.translating(spec.id, index, None)

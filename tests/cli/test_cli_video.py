@@ -12,6 +12,7 @@ from tests.service.servers import running_server, service_env
 from tests.service.video_clips import (
     TIMES_MS,
     assert_same_clip,
+    audio_packets,
     cli_clip,
     phone_clip,
     timestamps_ms,
@@ -55,6 +56,8 @@ def test_translate_writes_clips_beside_images_with_their_reports(
     assert video["frames"] == len(TIMES_MS) and video["temporal"] == "none"
     assert video["warping_error"] > video["input_warping_error"] > 0
     assert timestamps_ms(out / "trip" / "walk.mkv") == TIMES_MS
+    source = (folder / "trip" / "walk.mov").read_bytes()
+    assert audio_packets((out / "trip" / "walk.mkv").read_bytes()) == audio_packets(source)
     assert [f["input"] for f in summary["failed"]] == [str(folder / "broken.mp4")]
 
 

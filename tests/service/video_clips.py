@@ -53,6 +53,12 @@ def assert_same_clip(got: bytes, expected: bytes) -> None:
         assert np.abs(a.astype(np.int16) - b).mean() < 2.0
 
 
+def audio_packets(data: bytes) -> list[bytes]:
+    """The audio packets of an encoded clip, as stored (a copy has the same ones)."""
+    with av.open(io.BytesIO(data)) as container:
+        return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
 def timestamps_ms(path: Path) -> list[int]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

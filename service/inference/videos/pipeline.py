@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from service import failpoints
 from service.errors import WorkDropped
 from service.files import atomic_path
 from service.inference.image_io import DecodedImage
@@ -72,6 +73,7 @@ def translate_clip(
     options = options or VideoOptions()
     started = time.perf_counter()
     label = name or source
+    failpoints.hit("decode", (label,))  # tests: a clip that crashes its demuxer or decoder
     stabiliser = Stabiliser(options.temporal)
     first: Frame | None = None
     last: Frame | None = None

@@ -33,7 +33,7 @@ def test_an_embedded_job_translates_a_clip_like_the_cli(
         done = wait_done(client, response.json()["id"], timeout=240)
         with zipfile.ZipFile(io.BytesIO(client.get(done["result_url"]).content)) as archive:
             result = {name: archive.read(name) for name in archive.namelist()}
-    check_clip_job(result, expected, done)
+    check_clip_job(result, expected, done, clip.read_bytes())
 
 
 def test_the_translate_endpoint_sends_videos_to_jobs(api: Any, tmp_path: Path) -> None:

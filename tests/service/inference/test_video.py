@@ -28,7 +28,7 @@ from service.inference.image_io import DecodedImage
 from service.inference.videos.containers import ClipReader, VideoLimits
 from service.inference.videos.formats import is_video_name, looks_like_video
 from service.inference.videos.pipeline import ClipReport, VideoOptions, translate_clip
-from service.inference.videos.temporal import TemporalOptions
+from service.inference.videos.temporal import Stabiliser, TemporalOptions
 from service.store.model_store import ModelStore
 
 #: Variable frame rate: gaps of 40 ms, then 120 ms, then 180 ms.
@@ -667,3 +667,21 @@ def test_audio_the_container_cannot_hold_is_a_clear_error_and_mkv_takes_it(
     )
     assert report.frames == 6 and report.audio_streams == 1
     assert audio_packets(kept) == audio_packets(source)
+
+
+def test_the_warping_error_measures_known_flicker_on_known_motion() -> None:
+    """A real photo moving 2 px per frame (exactly, no resampling): the input's own warping
+    error is nearly 0; the same frames with fresh noise of sigma 0.05 each (what a flickering
+    translation adds) score the noise's variance twice over (two frames' noise differ)."""
+    photo = load_photo("astronaut")[:160, :200]
+    frames = [np.ascontiguousarray(photo[:128, 2 * i : 2 * i + 128]) for i in range(8)]
+    rng = np.random.default_rng(0)
+    sigma = 0.05
+    stabiliser = Stabiliser(TemporalOptions(mode="none"))
+    for frame in frames:
+        noise = rng.normal(0.0, sigma * 255, frame.shape)
+        flickering = np.clip(frame + noise, 0, 255).round().astype(np.uint8)
+        stabiliser.step(frame, flickering)
+    assert stabiliser.input_error.pairs == stabiliser.output_error.pairs == 7
+    assert stabiliser.input_error.value is not None and stabiliser.input_error.value < 2e-4
+    assert stabiliser.output_error.value == pytest.approx(2 * sigma**2, rel=0.2)

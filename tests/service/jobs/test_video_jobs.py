@@ -6,6 +6,7 @@ result; a clip that is not one fails alone. (Embedded mode: tests/service/api/te
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tests.service.distributed.test_distributed import photos
 from tests.service.gates import Gate, failpoints
 from tests.service.jobs_http import outputs, wait_for_job
 from tests.service.servers import (
+    Supervised,
     running_server,
     running_workers,
     service_env,
@@ -26,7 +28,13 @@ from tests.service.servers import (
     wait_for_workers,
     worker_process,
 )
-from tests.service.video_clips import TIMES_MS, assert_same_clip, cli_clip, phone_clip
+from tests.service.video_clips import (
+    TIMES_MS,
+    assert_same_clip,
+    audio_packets,
+    cli_clip,
+    phone_clip,
+)
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -40,13 +48,16 @@ def job_files(clip: Path, image: Path) -> list[tuple[str, tuple[str, bytes, str]
     ]
 
 
-def check_clip_job(result: dict[str, bytes], expected_clip: bytes, done: dict[str, Any]) -> None:
+def check_clip_job(
+    result: dict[str, bytes], expected_clip: bytes, done: dict[str, Any], source: bytes
+) -> None:
     assert done["state"] == "partially_failed", done
     assert done["counts"] == {"total": 3, "done": 2, "failed": 1}
     (failure,) = done["errors"]
     assert failure["item"] == "broken.mov" and "not a readable video" in failure["error"]
     assert sorted(result) == ["cat.png", "errors.json", "walk.mp4", "walk.mp4.json"]
     assert_same_clip(result["walk.mp4"], expected_clip)  # the CLI's: same engine, same blend
+    assert audio_packets(result["walk.mp4"]) == audio_packets(source)  # copied, not re-encoded
     report = json.loads(result["walk.mp4.json"])
     assert report["input"] == "walk.mp4" and report["output"] == "walk.mp4"
     assert report["frames"] == len(TIMES_MS) and report["audio_streams"] == 1
@@ -78,7 +89,7 @@ def test_a_distributed_job_translates_a_clip_on_a_worker_like_the_cli(
             assert response.status_code == 202, response.text
             done = wait_for_job(server.url, response.json()["id"], timeout=240)
             result = outputs(server.url, done["id"])
-    check_clip_job(result, expected, done)
+    check_clip_job(result, expected, done, clip.read_bytes())
 
 
 @pytest.mark.slow
@@ -172,3 +183,53 @@ def test_a_clip_longer_than_the_visibility_timeout_runs_once(
     assert done["state"] == "succeeded", done
     assert done["counts"] == {"total": 1, "done": 1, "failed": 0}
     assert "process died" not in log.read_text()  # the live run was not taken for a dead one
+
+
+@pytest.mark.slow
+def test_a_clip_that_crashes_its_worker_fails_alone_after_its_attempts(
+    model_store: Path, tmp_path: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
+    """A clip whose decoding kills the process (a demuxer bug, the OOM killer): its chunk
+    comes back with every redelivery, runs alone, is charged with each death, and after
+    UNPAIRED_POISON_ATTEMPTS fails with the reason; the job's other item is translated and the
+    worker, started again each time, serves on."""
+    poison = phone_clip(tmp_path / "in" / "poison.mp4")
+    (image,) = photos(tmp_path / "img", 1)
+    crash = {"at": "decode", "do": "crash", "match": "poison.mp4"}
+    with make_redis(tmp_path / "redis") as redis_server:
+        env = service_env(
+            model_store,
+            broker_url=redis_server.url,
+            jobs_dir=tmp_path / "jobs",
+            visibility_timeout_s=2,
+            poison_attempts=2,
+            failpoints=failpoints(crash),
+        )
+        with (
+            Supervised(env, tmp_path, count=1) as workers,
+            running_server(env, tmp_path / "api.log") as server,
+        ):
+            wait_for_workers(server.url, 1)
+            response = httpx.post(
+                f"{server.url}/v1/jobs",
+                data={"model": "tiny", "direction": "AtoB"},
+                files=[
+                    ("files", ("poison.mp4", poison.read_bytes(), "video/mp4")),
+                    ("files", ("cat.png", image.read_bytes(), "image/png")),
+                ],
+                timeout=60,
+            )
+            assert response.status_code == 202, response.text
+            done = wait_for_job(server.url, response.json()["id"], timeout=240)
+            again = httpx.post(
+                f"{server.url}/v1/models/tiny/translate?direction=AtoB",
+                content=image.read_bytes(),
+                headers={"content-type": "image/png"},
+                timeout=60,
+            )
+    assert done["state"] == "partially_failed", done
+    assert done["counts"] == {"total": 2, "done": 1, "failed": 1}
+    (failure,) = done["errors"]
+    assert failure["item"] == "poison.mp4" and "died 2 times" in failure["error"]
+    assert workers.deaths == [-signal.SIGKILL] * 3  # once in its chunk, then twice alone
+    assert again.status_code == 200  # the worker serves on
