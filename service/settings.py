@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     """most streams (video, audio, subtitles...) a clip may hold"""
     video_max_pixels: Annotated[int, Field(ge=1)] = 3840 * 2160
     """largest frame accepted (width x height), checked before decoding"""
+    video_stall_s: Annotated[float, Field(gt=0)] = 300.0
+    """a clip whose demuxer or decoder gives no frame for this long (it hangs) fails; the
+    worker serves on"""
     temporal: Literal["blend", "none"] = "blend"
     """blend: each output frame is blended with the previous one moved along the input's
     optical flow (no flicker); none: every frame translated on its own"""

@@ -24,6 +24,7 @@ import av
 import av.error
 import numpy as np
 
+from service import failpoints
 from service.errors import VideoRejected, VideoTooLarge
 from service.inference.videos.options import VideoLimits
 
@@ -82,6 +83,7 @@ class ClipReader:
     def __init__(self, path: str, limits: VideoLimits, *, name: str | None = None) -> None:
         self.name = name or path
         self.limits = limits
+        self._abandoned = False
         try:
             self.container = av.open(path, metadata_errors="ignore")
         except _READ_ERRORS as exc:
@@ -135,7 +137,14 @@ class ClipReader:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.container.close()
+        if not self._abandoned:
+            self.container.close()
+
+    def abandon(self) -> None:
+        """A thread is stuck inside the demuxer or decoder: closing the container under it
+        could crash the process, so it is left as it is (a restart reclaims it)."""
+        self._abandoned = True
+        log.error("%s: a decoding thread is stuck; its clip's container is left open", self.name)
 
     def read(self) -> Iterator[Frame | av.Packet]:
         """Video frames and audio packets in file order; the limits hold on what decodes."""
@@ -161,6 +170,7 @@ class ClipReader:
                             f"{self.name}: the frame size changes at frame {index} "
                             f"({size[0]}x{size[1]} -> {decoded.width}x{decoded.height})"
                         )
+                    failpoints.hit("decode", (f"{self.name}#frame{index}",))
                     frame = self._frame(decoded, index, last_pts)
                     last_pts, last_seconds = frame.pts, frame.seconds
                     yield frame

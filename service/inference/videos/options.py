@@ -22,6 +22,7 @@ class VideoLimits:
     max_seconds: float = 600.0
     max_streams: int = 16
     max_pixels: int = 3840 * 2160  # per frame
+    stall_s: float = 300.0  # no frame decoded for this long: the decoder hangs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VideoLimits:
@@ -30,6 +31,7 @@ class VideoLimits:
             max_seconds=settings.video_max_seconds,
             max_streams=settings.video_max_streams,
             max_pixels=settings.video_max_pixels,
+            stall_s=settings.video_stall_s,
         )
 
 

@@ -10,6 +10,7 @@ holds one batch of frames and the stabiliser's previous pair, whatever the clip'
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from service.inference.image_io import DecodedImage
 from service.inference.videos.containers import ClipReader, ClipWriter, Frame
 from service.inference.videos.options import VideoLimits, VideoOptions
 from service.inference.videos.temporal import Stabiliser
+from service.inference.videos.watchdog import watched
 
 __all__ = ["ClipReport", "FrameTranslator", "VideoOptions", "translate_clip"]
 
@@ -77,8 +79,21 @@ def translate_clip(
     stabiliser = Stabiliser(options.temporal)
     first: Frame | None = None
     last: Frame | None = None
-    with ClipReader(source, limits, name=label) as reader, atomic_path(target) as partial:
-        items = reader.read()
+    with (
+        ClipReader(source, limits, name=label) as reader,
+        atomic_path(target) as partial,
+        # closed first, on every exit: its decoding thread ends (or is left as hung) before
+        # the reader's container is closed under it
+        contextlib.closing(
+            watched(
+                reader.read(),
+                stall_s=limits.stall_s,
+                depth=2 * options.batch,
+                name=label,
+                on_abandon=reader.abandon,
+            )
+        ) as items,
+    ):
         early: list[Any] = []  # audio before the first frame, whose rotation the writer needs
         for item in items:
             if isinstance(item, Frame):

@@ -87,3 +87,38 @@ def test_a_cancelled_clip_stops_mid_clip_and_leaves_nothing_behind(
     assert after["frames_done"] < len(TIMES_MS)
     outputs = jobs / job["id"] / "outputs"
     assert sorted(p.name for p in outputs.rglob("*")) == []  # no clip, partial file or report
+
+
+def test_a_clip_whose_decoder_hangs_fails_alone_and_the_server_serves_on(
+    api: Any, tmp_path: Path
+) -> None:
+    clip = phone_clip(tmp_path / "hang.mp4")
+    (image,) = photos(tmp_path / "img", 1)
+    stuck = Gate(tmp_path / "stuck")  # the decoder hangs before frame 3, until the test ends
+    hang = stuck.failpoint("decode", match="hang.mp4#frame3", timeout_s=600)
+    try:
+        with api(video_stall_s=1, failpoints=[hang]) as client:
+            response = client.post(
+                "/v1/jobs",
+                data={"model": "tiny", "direction": "AtoB"},
+                files=[
+                    ("files", ("hang.mp4", clip.read_bytes(), "video/mp4")),
+                    ("files", ("cat.png", image.read_bytes(), "image/png")),
+                ],
+            )
+            done = wait_done(client, response.json()["id"])
+            again = client.post(
+                "/v1/models/tiny/translate?direction=AtoB",
+                content=image.read_bytes(),
+                headers={"content-type": "image/png"},
+            )
+    finally:
+        stuck.open()  # let the abandoned decoding thread go
+    assert stuck.reached == 1
+    assert done["state"] == "partially_failed", done
+    assert done["counts"] == {"total": 2, "done": 1, "failed": 1}
+    (failure,) = done["errors"]
+    assert (
+        failure["item"] == "hang.mp4" and "decoding stalled: no frame for 1 s" in failure["error"]
+    )
+    assert again.status_code == 200
