@@ -112,7 +112,12 @@ class RemoteTranslator:
         # one publishing thread: publish order is the order DeliveryLedger numbers requests in
         self._publisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._depth = (0, -1.0)  # (length, when measured)
-        self.ledger = DeliveryLedger(queue=settings.queue)
+        # a request whose worker died is handed out again after the visibility timeout and
+        # the restore interval (<= 5 s); one neither running nor answered well after that is
+        # published again (a duplicate costs a little time, a lost request its deadline)
+        self.ledger = DeliveryLedger(
+            queue=settings.queue, orphan_after_s=settings.visibility_timeout_s + 10
+        )
         self.resent = 0
         self._marked = -1  # the last second _mark_activity wrote
         self._watchdog: asyncio.Task[None] | None = None
@@ -216,8 +221,8 @@ class RemoteTranslator:
             try:
                 for task_id, payload in await self.ledger.lost(self.client):
                     log.warning(
-                        "request %s was taken off the queue by a worker that died before "
-                        "recording it; publishing it again",
+                        "request %s was lost with a worker that died (taken off the queue "
+                        "unrecorded, or never handed out again); publishing it again",
                         payload.get("request_id") or task_id,
                         extra={"task_id": task_id, "request_id": payload.get("request_id")},
                     )

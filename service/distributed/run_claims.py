@@ -23,9 +23,14 @@ from typing import Final
 import redis
 from redis.exceptions import RedisError
 
-__all__ = ["RunClaims", "lease_seconds"]
+__all__ = ["RunClaims", "lease_seconds", "running_key"]
 
 _PREFIX: Final = "unpaired:running:"
+
+
+def running_key(task_id: str) -> str:
+    """The key that exists while a live process runs `task_id` (its lease)."""
+    return _PREFIX + task_id
 
 
 def lease_seconds(visibility_timeout_s: float) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from cli.local_redis import LocalRedis
 from tests.service.distributed.test_distributed import PNG, URL, expected_outputs, photos
@@ -387,3 +388,48 @@ def test_a_poison_image_in_an_embedded_job_ends_after_the_server_restarts(
         assert restarted.process.wait(120) == -signal.SIGKILL, restarted.log.read_text()
     with running_server(env, tmp_path / "api-3.log") as server:
         _check_poison_recorded(server.url, job_id, good, model_store)
+
+
+# --- a request whose worker died and that Redis never hands out again -------------------------
+
+
+def test_a_request_orphaned_by_a_dead_worker_is_published_again_and_answered(
+    model_store: Path, tmp_path: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
+    """Its worker is SIGKILLed with it in hand, and kombu's record of unacknowledged messages
+    is gone (as once happened in this suite: a request never redelivered, 504 at its
+    deadline). The API finds it received, not running and not answered, and sends it again."""
+    (path,) = photos(tmp_path / "in", 1)
+    held = Gate(tmp_path / "held")  # the doomed worker's batch waits here, never let go
+    with ExitStack() as stack:
+        redis_server, env = stack.enter_context(
+            distributed(
+                model_store,
+                tmp_path,
+                make_redis,
+                visibility_timeout_s=2,
+                request_timeout_s=PATIENT_S,
+            )
+        )
+        doomed = worker_process(
+            {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("batch"))},
+            tmp_path / "doomed.log",
+            "doomed",
+        )
+        stack.callback(stop_process, doomed)
+        server = stack.enter_context(running_server(env, tmp_path / "api.log"))
+        wait_for_workers(server.url, 1, processes=[doomed])
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.extend(_post_all(server.url, [path])))
+        asking.start()
+        held.wait_reached()
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        client = redis.Redis.from_url(redis_server.url)
+        client.delete("unacked", "unacked_index")  # kombu's redelivery record: lost
+        client.close()
+        stack.enter_context(running_workers(env, tmp_path, count=1))
+        asking.join(PATIENT_S + 30)
+    assert [a.status_code for a in answers] == [200], [a.text for a in answers]
+    assert [a.content for a in answers] == expected_outputs(model_store, [path])
+    assert "lost with a worker that died" in (tmp_path / "api.log").read_text()
