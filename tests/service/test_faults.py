@@ -433,3 +433,49 @@ def test_a_request_orphaned_by_a_dead_worker_is_published_again_and_answered(
     assert [a.status_code for a in answers] == [200], [a.text for a in answers]
     assert [a.content for a in answers] == expected_outputs(model_store, [path])
     assert "lost with a worker that died" in (tmp_path / "api.log").read_text()
+
+
+# --- Redis going away while a worker acknowledges -------------------------------------------
+
+
+def test_a_worker_that_loses_redis_while_acknowledging_lives_on(
+    model_store: Path, tmp_path: Path, make_redis: Callable[..., LocalRedis]
+) -> None:
+    """Bug (celery/kombu#582, seen in the soak and once in the suite): Redis stops while a
+    worker finishes a request; the acknowledgement fails, Celery closes the connection, and
+    kombu, restoring the unacknowledged message through the released connection, raised an
+    AttributeError that Celery calls unrecoverable: the worker exited. Now it reconnects, and
+    the request is answered once Redis is back."""
+    (path,) = photos(tmp_path / "in", 1)
+    held = Gate(tmp_path / "held")  # the request's batch waits here while Redis goes away
+    log = tmp_path / "worker.log"
+    with ExitStack() as stack:
+        redis_server, env = stack.enter_context(
+            distributed(
+                model_store,
+                tmp_path,
+                make_redis,
+                visibility_timeout_s=2,
+                request_timeout_s=PATIENT_S,
+            )
+        )
+        worker = worker_process(
+            {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("batch", times=1))}, log, "w0"
+        )
+        stack.callback(stop_process, worker)
+        server = stack.enter_context(running_server(env, tmp_path / "api.log"))
+        wait_for_workers(server.url, 1, processes=[worker])
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.extend(_post_all(server.url, [path])))
+        asking.start()
+        held.wait_reached()
+        redis_server.stop()
+        held.open()  # the request finishes; its result and acknowledgement meet no Redis
+        wait_until(lambda: "Connection to broker lost" in log.read_text(), "the worker noticed")
+        redis_server.start()
+        wait_for_workers(server.url, 1, processes=[worker])  # the same process, reconnected
+        asking.join(PATIENT_S + 30)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    assert "Unrecoverable error" not in log.read_text()
+    assert [a.status_code for a in answers] == [200], [a.text for a in answers]
+    assert [a.content for a in answers] == expected_outputs(model_store, [path])
