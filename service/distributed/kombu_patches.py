@@ -1,45 +1,37 @@
 """A workaround for kombu's Redis transport, applied by every worker at start.
 
 When the broker goes away while a worker holds unacknowledged messages (Redis restarted while a
-request is being acknowledged), Celery closes the connection and kombu's channel, on closing,
-restores those messages to the queue through a connection that has already been released:
-``AttributeError: 'NoneType' object has no attribute 'hostname'`` in ``_connparams``, which
-Celery treats as unrecoverable, and the worker exits (celery/kombu#582, #970; seen in the soak
-and in the suite's Redis-outage test). Nothing needs restoring there: the messages stay in
-Redis's unacknowledged record, and any worker hands them out again after the visibility
-timeout. So that one restore is skipped when the connection is gone; the worker reconnects.
+request is being acknowledged), Celery closes the connection, and kombu's channel then still
+acknowledges or restores those messages through the connection it has just released: an
+``AttributeError`` on ``None`` in ``Channel._connparams``, which Celery calls unrecoverable, and
+the worker exits (celery/kombu#582, #970; seen in the soak and in the suite's Redis-outage test).
+Such a channel cannot reach Redis, which is exactly a connection error: raised as one, Celery's
+recovery handles it (the worker reconnects, and the messages left unacknowledged in Redis are
+handed out again after the visibility timeout).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["tolerate_restoring_on_a_released_connection"]
-
-log = logging.getLogger("unpaired.worker")
+__all__ = ["released_connections_are_connection_errors"]
 
 
-def tolerate_restoring_on_a_released_connection() -> None:
-    qos = kombu_redis.QoS
-    if getattr(qos.restore_unacked, "_unpaired_patched", False):
+def released_connections_are_connection_errors() -> None:
+    channel = kombu_redis.Channel
+    if getattr(channel._connparams, "_unpaired_patched", False):
         return
-    original = qos.restore_unacked
+    original = channel._connparams
 
     @functools.wraps(original)
-    def restore_unacked(self: Any, client: Any = None) -> Any:
-        if self.channel.connection is None or self.channel.connection.client is None:
-            log.warning(
-                "broker connection already released: %d unacknowledged message(s) are left "
-                "to the visibility timeout's redelivery",
-                len(self._delivered),
-            )
-            self._delivered.clear()
-            return None
-        return original(self, client)
+    def connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection is None or self.connection.client is None:
+            raise RedisConnectionError("the broker connection was released (celery/kombu#582)")
+        return original(self, asynchronous=asynchronous)
 
-    restore_unacked._unpaired_patched = True  # type: ignore[attr-defined]
-    qos.restore_unacked = restore_unacked  # type: ignore[method-assign]
+    connparams._unpaired_patched = True  # type: ignore[attr-defined]
+    channel._connparams = connparams  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ from service.distributed.delivery import mark_received
 from service.distributed.frame_sharing import FrameHelper, SharedFrames, register_frame_task
 from service.distributed.heartbeat import WorkerHeartbeat
 from service.distributed.interactive_task import TranslateRequests, register_translate_task
-from service.distributed.kombu_patches import tolerate_restoring_on_a_released_connection
+from service.distributed.kombu_patches import released_connections_are_connection_errors
 from service.distributed.messages import TRANSLATE_TASK, ImageCarrier
 from service.distributed.quarantine import Quarantine
 from service.distributed.run_claims import RunClaims, lease_seconds
@@ -50,7 +50,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), name: str | No
     the frames of other workers' clips, then the bulk queue; Redis is asked in that order, so
     interactive requests go first)."""
     configure_logging(settings.log_format, settings.log_level)
-    tolerate_restoring_on_a_released_connection()
+    released_connections_are_connection_errors()
     favour_interactive()
     failpoints.arm(settings.failpoints)
     assert settings.broker_url is not None
