@@ -106,39 +106,30 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that appears at `target` complete, or not at all, creating its folder.
 
     It is written under :func:`partial_name` and renamed into place when the block ends
-    without an error (on an error the partial file is removed). The partial file has one name
-    per output: a writer killed half-way leaves a file the next write replaces, not an orphan.
-    A writer that finds another's partial takes it over; the other's rename then fails with
-    FileNotFoundError (bulk chunks retry: their outputs agree).
+    without an error (on an error the partial file is removed): :func:`atomic_path`. The
+    partial file has one name per output: a writer killed half-way leaves a file the next write
+    replaces, not an orphan. A writer that finds another's partial takes it over; the other's
+    rename then fails with FileNotFoundError (bulk chunks retry: their outputs agree).
     """
-    target = os.fspath(target)
-    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    partial = partial_name(target)
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        os.unlink(partial)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
+    with atomic_path(target) as partial:
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            os.unlink(partial)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as handle:
             yield handle
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
-    os.replace(partial, target)
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
-    """:func:`atomic_file` for a writer that needs a file name rather than a handle (a muxer
-    that reopens its file): the block writes the path given, renamed to `target` when the
-    block ends without an error, removed when it raises."""
+    """The rule of :func:`atomic_file` for a writer that needs a file name rather than a
+    handle (a muxer that reopens its file): the block writes the partial path given (a
+    killed writer's leftover there is overwritten), renamed to `target` when the block ends
+    without an error, removed when it raises."""
     target = os.fspath(target)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     partial = partial_name(target)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(partial)  # a killed writer's leftover: taken over
     try:
         yield partial
     except BaseException:

@@ -5,8 +5,9 @@ every front door does (:func:`service.inference.videos.pipeline.translate_clip`)
 network, nearly all of a clip's time, is shared. For each batch of frames the owner puts every
 frame in Redis (PNG: lossless, so any worker's translation is the owner's, byte for byte) and
 publishes one ``unpaired.frame`` task per frame on the frames queue, then works through the
-batch itself. Whoever translates a frame first claims it (``SET NX`` with a lease that its
-holder renews), one frame at a time per worker, so frames go to whoever is free:
+batch itself. Whoever translates a frame first claims it (a run lease of
+:mod:`service.distributed.run_claims`, renewed by its holder), one frame at a time per
+worker, so frames go to whoever is free:
 
 - no other worker, or all busy: the owner translates every frame itself (never a deadlock,
   never a wait on a worker that does not come);
@@ -34,6 +35,7 @@ import redis
 from celery import Celery, Task
 from redis.exceptions import RedisError
 
+from service.distributed.run_claims import RunClaims, running_key
 from service.inference import image_io
 from service.inference.image_io import DecodedImage
 from service.inference.local_translator import LocalTranslator
@@ -44,8 +46,6 @@ log = logging.getLogger("unpaired.jobs")
 
 FRAME_TASK: Final = "unpaired.frame"
 _PREFIX: Final = "unpaired:frames:"
-#: Seconds a claim holds without renewal: a helper that died gives its frame back after this.
-LEASE_S: Final = 20
 #: How often the owner looks for results while helpers translate.
 _POLL_S: Final = 0.05
 
@@ -54,41 +54,9 @@ def _key(run: str, index: int, part: str) -> str:
     return f"{_PREFIX}{run}:{index}:{part}"
 
 
-@dataclass
-class _Claims:
-    """Claims on frames, renewed by a daemon thread while their holder translates."""
-
-    client: redis.Redis
-    holder: str
-    _held: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _renewer: threading.Thread | None = None
-
-    def take(self, run: str, index: int) -> bool:
-        key = _key(run, index, "claim")
-        if not self.client.set(key, self.holder, nx=True, ex=LEASE_S):
-            return False
-        with self._lock:
-            self._held.add(key)
-            if self._renewer is None:
-                self._renewer = threading.Thread(target=self._renew, daemon=True)
-                self._renewer.start()
-        return True
-
-    def drop(self, run: str, index: int) -> None:
-        with self._lock:
-            self._held.discard(_key(run, index, "claim"))
-
-    def _renew(self) -> None:
-        while True:
-            time.sleep(LEASE_S / 4)
-            with self._lock:
-                held = list(self._held)
-            if held:
-                with contextlib.suppress(RedisError), self.client.pipeline(False) as pipe:
-                    for key in held:
-                        pipe.expire(key, LEASE_S)
-                    pipe.execute()
+def _frame(run: str, index: int) -> str:
+    """The frame's name among the run leases (:class:`RunClaims`)."""
+    return f"frame:{run}:{index}"
 
 
 def _bytes(value: object) -> bytes | None:
@@ -108,13 +76,18 @@ class FrameHelper:
     """A worker's side: translate frames of other workers' clips, one at a time."""
 
     def __init__(
-        self, translator: LocalTranslator, client: redis.Redis, worker: str, ttl: int
+        self,
+        translator: LocalTranslator,
+        client: redis.Redis,
+        worker: str,
+        ttl: int,
+        claims: RunClaims,
     ) -> None:
         self.translator = translator
         self.client = client
         self.worker = worker
         self.ttl = ttl
-        self.claims = _Claims(client, worker)
+        self.claims = claims  # the worker's run leases: a dead holder's lapse within a lease
         self._one_at_a_time = threading.Lock()  # claim only what this worker starts now
 
     def help(self, run: str, index: int, model: str, direction: str) -> str:
@@ -122,7 +95,7 @@ class FrameHelper:
             data = _bytes(self.client.get(_key(run, index, "in")))
             if data is None:
                 return "gone"  # the clip finished (or stopped) without this task
-            if not self.claims.take(run, index):
+            if not self.claims.try_acquire(_frame(run, index)):
                 return "taken"
             try:
                 image = image_io.decode_image(data)
@@ -137,7 +110,7 @@ class FrameHelper:
                 log.exception("frame %d of clip run %s failed here", index, run)
                 raise
             finally:
-                self.claims.drop(run, index)
+                self.claims.let_lapse(_frame(run, index))
             return "done"
 
 
@@ -187,7 +160,10 @@ class SharedFrames:
             return self._collect(indices, images)
         finally:
             with contextlib.suppress(RedisError):
-                client.delete(*(_key(self.run, i, p) for i in indices for p in ("in", "claim")))
+                client.delete(
+                    *(_key(self.run, i, "in") for i in indices),
+                    *(running_key(_frame(self.run, i)) for i in indices),
+                )
 
     def _collect(
         self, indices: list[int], images: Sequence[DecodedImage]
@@ -211,7 +187,8 @@ class SharedFrames:
                     results[index] = image_io.decode_image(done)
                     client.delete(_key(self.run, index, "out"), _key(self.run, index, "by"))
                     progressed = True
-                elif claims.take(self.run, index):  # nobody has it (or its helper died)
+                # nobody has it (or its helper died: its lease lapsed)
+                elif claims.try_acquire(_frame(self.run, index)):
                     try:
                         results[index] = _translate_one(
                             self.helper.translator, self.model, self.direction, image
@@ -220,7 +197,7 @@ class SharedFrames:
                     except Exception as exc:
                         results[index] = exc
                     finally:
-                        claims.drop(self.run, index)
+                        claims.let_lapse(_frame(self.run, index))
                     progressed = True
             if not progressed:
                 time.sleep(_POLL_S)  # helpers are translating the rest

@@ -63,18 +63,34 @@ class RunClaims:
             if time.time() > deadline:
                 return False
             time.sleep(self.lease_ms / 3000)
+        self._renewing(task_id)
+        return True
+
+    def try_acquire(self, task_id: str) -> bool:
+        """Take the task's lease now if nobody holds it (no waiting; a RedisError is the
+        caller's: it cannot tell)."""
+        if not self.client.set(_PREFIX + task_id, self.worker, nx=True, px=self.lease_ms):
+            return False
+        self._renewing(task_id)
+        return True
+
+    def let_lapse(self, task_id: str) -> None:
+        """Stop renewing the lease but leave it to expire: for a lease's time nobody takes the
+        task again (a shared frame just done, whose result its owner has not read yet)."""
+        with self._lock:
+            self._mine.discard(task_id)
+
+    def release(self, task_id: str) -> None:
+        self.let_lapse(task_id)
+        with contextlib.suppress(RedisError):  # else it expires within a lease
+            self.client.delete(_PREFIX + task_id)
+
+    def _renewing(self, task_id: str) -> None:
         with self._lock:
             self._mine.add(task_id)
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew, name="leases", daemon=True)
                 self._renewer.start()
-        return True
-
-    def release(self, task_id: str) -> None:
-        with self._lock:
-            self._mine.discard(task_id)
-        with contextlib.suppress(RedisError):  # else it expires within a lease
-            self.client.delete(_PREFIX + task_id)
 
     def _renew(self) -> None:
         while True:

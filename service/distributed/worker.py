@@ -107,7 +107,7 @@ def _register_tasks(
         poison_attempts=settings.poison_attempts,
     )
     register_translate_task(app, requests)
-    helper = FrameHelper(translator, client, name, ttl=settings.result_expires_s)
+    helper = FrameHelper(translator, client, name, ttl=settings.result_expires_s, claims=claims)
     register_frame_task(app, helper)
     register_bulk_task(
         app,

@@ -117,6 +117,7 @@ def _attempt(
         failpoints.hit("chunk", f"{job_id}/{index}", error=TransientChunkError)
         items = store.chunk_items(job_id, index)
         stopped = partial(_stopped, store, job_id)
+        progress = partial(_frames, store, job_id)
         if died:
             log.warning("%s: its process died %d time(s); image by image now", where, died)
             outcome = run_carefully(
@@ -127,6 +128,7 @@ def _attempt(
                 translator,
                 should_stop=stopped,
                 poison_attempts=policy.poison_attempts,
+                on_frames=progress,
                 frames_for=frames_for,
             )
         else:
@@ -135,7 +137,7 @@ def _attempt(
                 items,
                 translator,
                 should_stop=stopped,
-                on_frames=partial(_frames, store, job_id),
+                on_frames=progress,
                 frames_for=frames_for,
             )
         store.finish_chunk(job_id, index, outcome)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Final
 
 from service.inference.local_translator import LocalTranslator
@@ -44,6 +43,7 @@ def run_carefully(
     *,
     should_stop: Callable[[], bool],
     poison_attempts: int,
+    on_frames: Callable[[str, int], None] | None = None,
     frames_for: FramesFor | None = None,
 ) -> ChunkOutcome:
     """The chunk image by image; an image charged with `poison_attempts` deaths fails."""
@@ -65,7 +65,7 @@ def run_carefully(
                 [item],
                 translator,
                 should_stop=should_stop,
-                on_frames=partial(store.frames_done, spec.id),
+                on_frames=on_frames,
                 frames_for=frames_for,
             )
             store.translating(spec.id, index, None)  # not charged while waiting for its turn
