@@ -52,8 +52,8 @@ student: install real-model
 	rm -rf runs/$(STUDENT)
 	$(BIN)/unpaired distill $(REAL_MODEL) --store model-store --dataroot data/photos \
 		--out runs/$(STUDENT) --student resnet_6blocks --ngf 16 --size 128 --batch-size 4 \
-		--max-steps $(STUDENT_STEPS) --set lr=1e-3 --set distill_crops=24 --set distill_holdout=2 \
-		--no-progress
+		--max-steps $(STUDENT_STEPS) --set lr=1e-3 --set distill_crops=24 --set distill_colour=0.5 \
+		--set distill_holdout=2 --no-progress
 	$(BIN)/unpaired export runs/$(STUDENT) --name $(STUDENT) --store model-store --overwrite \
 		--domains modern,vintage --license MIT --description "$(STUDENT_ABOUT)"
 STUDENT_ABOUT := A CPU student of vintage (vintagify 0.1.2, MIT): a ResNet-6 at width 16, distilled \

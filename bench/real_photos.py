@@ -8,10 +8,12 @@ run), on real photos that ship with scikit-image (models.sample_photos):
 * **fidelity**: the student against its teacher on the held-out photos at their full size
   (never trained on): PSNR and SSIM per photo.
 * **seams**: a 2048x2048 photo through each model tiled (the service's default: 512 tiles,
-  statistics shared from a thumbnail) against the same model untiled: PSNR.
+  statistics shared from a thumbnail; ``--seam-thumbnails`` tries other thumbnail budgets)
+  against the same model untiled: PSNR, and what the tiled photo cost (time, memory reserved).
 
     python -m bench.real_photos --store model-store --teacher vintage --student vintage-cpu
     python -m bench.real_photos --store model-store --teacher vintage --quick   # no 12 Mpx
+    python -m bench.real_photos --teacher vintage --sizes 256 --seam-thumbnails default,4194304
 """
 
 from __future__ import annotations
@@ -121,17 +123,30 @@ def measure_fidelity(models: Models, teacher: str, student: Subject) -> list[dic
     return rows
 
 
-def measure_seams(models: Models, subjects: list[Subject]) -> list[dict[str, Any]]:
+def measure_seams(
+    models: Models, subjects: list[Subject], thumbnails: list[int | None]
+) -> list[dict[str, Any]]:
+    """Tiled against untiled, once per thumbnail budget (None: the service's default, 1 Mpx),
+    with the engine's time for the tiled photo and the memory it reserves for it."""
     image = _photo(SEAM_PHOTO, (SEAM_SIDE, SEAM_SIDE))
     rows = []
     for subject in subjects:
         if subject.precision != "fp32":
             continue
-        tiled = _engine(models, subject, None).translate([image])[0].rgb
         whole = _engine(models, subject, None, max_untiled_pixels=SEAM_SIDE**2)
         untiled = whole.translate([image])[0].rgb
-        rows.append({"model": subject.name, "side": SEAM_SIDE, "psnr_db": psnr(tiled, untiled),
-                     "max_abs": int(np.abs(tiled.astype(int) - untiled).max())})  # fmt: skip
+        for budget in thumbnails:
+            engine = _engine(models, subject, None, thumbnail_pixels=budget)
+            start = time.perf_counter()
+            tiled = engine.translate([image])[0].rgb
+            seconds = time.perf_counter() - start
+            reserved = engine.working_bytes(SEAM_SIDE, SEAM_SIDE)
+            rows.append({"model": subject.name, "side": SEAM_SIDE,
+                         "thumbnail_pixels": budget or engine.options.max_untiled_pixels,
+                         "psnr_db": psnr(tiled, untiled),
+                         "max_abs": int(np.abs(tiled.astype(int) - untiled).max()),
+                         "tiled_s": seconds,
+                         "reserved_mb": reserved / 2**20})  # fmt: skip
     return rows
 
 
@@ -164,10 +179,12 @@ def print_report(result: dict[str, Any]) -> None:
                           f"{r['ssim']:.4f}", f"{r['identity_psnr_db']:.2f}")  # fmt: skip
         err.print("fidelity to the teacher at full size")
         err.print(table)
-    table = Table("model", "photo", "tiled vs untiled PSNR dB", "max |diff| (levels)")
+    table = Table("model", "photo", "thumbnail px", "tiled vs untiled PSNR dB",
+                  "max |diff| (levels)", "tiled s", "reserved MB")  # fmt: skip
     for r in result["seams"]:
-        table.add_row(r["model"], f"{r['side']}x{r['side']}", f"{r['psnr_db']:.2f}",
-                      str(r["max_abs"]))  # fmt: skip
+        table.add_row(r["model"], f"{r['side']}x{r['side']}", str(r["thumbnail_pixels"]),
+                      f"{r['psnr_db']:.2f}", str(r["max_abs"]), f"{r['tiled_s']:.1f}",
+                      f"{r['reserved_mb']:.0f}")  # fmt: skip
     err.print("seams")
     err.print(table)
 
@@ -180,9 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="256,1024,12mp", help=f"of {', '.join(SIZES)}")
     parser.add_argument("--quick", action="store_true", help="no 12 Mpx")
     parser.add_argument("--threads", type=int, help="engine threads (default: every CPU)")
+    parser.add_argument(
+        "--seam-thumbnails",
+        default="default",
+        help="thumbnail budgets (pixels, comma-separated; 'default': the service's) to tile "
+        "the 2048x2048 photo with",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     sizes = [s for s in args.sizes.split(",") if not (args.quick and s == "12mp")]
+    thumbnails = [None if b == "default" else int(b) for b in args.seam_thumbnails.split(",")]
     store = ModelStore(args.store)
     models = {name: store.open(name) for name in (args.teacher, args.student) if name}
     subjects = _subjects(models, args.teacher, args.student)
@@ -194,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "speed": measure_speed(models, subjects, sizes, args.threads),
         "fidelity": [r for s in students for r in measure_fidelity(models, args.teacher, s)],
-        "seams": measure_seams(models, subjects),
+        "seams": measure_seams(models, subjects, thumbnails),
     }
     print_report(result)
     report_json(result, args.json_out)

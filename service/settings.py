@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     )
     thumbnail_pixels: Annotated[int, Field(ge=1)] | None = None
     """tiled images share normalisation statistics from a thumbnail of this many pixels;
-    default max_untiled_pixels"""
+    default max_untiled_pixels (larger: closer to the untiled translation, more memory)"""
 
     # input limits
     max_image_bytes: Annotated[int, Field(ge=1)] = 50 * 2**20

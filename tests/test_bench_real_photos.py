@@ -34,6 +34,8 @@ def test_teacher_and_student_are_measured_on_real_photos(model_store: Path, tmp_
             "256",
             "--threads",
             "1",
+            "--seam-thumbnails",
+            "default,4194304",
             "--json-out",
             str(report),
         ],
@@ -54,6 +56,11 @@ def test_teacher_and_student_are_measured_on_real_photos(model_store: Path, tmp_
     assert fidelity["chelsea"]["size"] == "451x300"
     assert all(r["psnr_db"] == float("inf") and r["ssim"] == 1.0 for r in fidelity.values())
     assert all(r["identity_psnr_db"] < 40 for r in fidelity.values())  # the model does something
-    seams = {r["model"]: r for r in result["seams"]}
-    assert set(seams) == {"tiny", "copy"} and seams["tiny"]["side"] == 2048
-    assert seams["tiny"]["psnr_db"] == seams["copy"]["psnr_db"] > 20
+    seams = {(r["model"], r["thumbnail_pixels"]): r for r in result["seams"]}
+    default, whole = 1024 * 1024, 2048 * 2048  # the service's budget; the whole photo's
+    assert set(seams) == {(m, t) for m in ("tiny", "copy") for t in (default, whole)}
+    assert seams["tiny", default]["side"] == 2048
+    assert seams["tiny", default]["psnr_db"] == seams["copy", default]["psnr_db"] > 20
+    # the whole photo's statistics leave only the seams: closer than a thumbnail's, and dearer
+    assert seams["tiny", whole]["psnr_db"] > seams["tiny", default]["psnr_db"]
+    assert seams["tiny", whole]["reserved_mb"] > seams["tiny", default]["reserved_mb"] > 0

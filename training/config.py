@@ -177,6 +177,15 @@ class TrainConfig(BaseModel):
         description="distill: crops cut from each training image, each at its own random "
         "scale (a few large photos teach as many crops as a folder of small images)",
     )
+    distill_colour: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="distill: colour variation of the training crops (0: none): each crop's "
+        "white balance, saturation and brightness are shifted at random by up to about this "
+        "fraction, and the teacher translates the shifted crop, so a few photos (some grey) "
+        "cover the colours people bring",
+    )
     distill_init: Literal["auto", "teacher", "random"] = Field(
         "auto",
         description="distill: start the student as a pruned copy of the teacher (auto: when "

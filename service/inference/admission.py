@@ -60,20 +60,23 @@ def working_bytes(
     tile: int | None,
     tile_batch: int,
     widest_channels: int,
+    stats_pixels: int = 0,
 ) -> int:
     """Peak bytes translating one image costs, to reserve before decoding it.
 
     Untiled (``tile`` None): the image, plus the padded image's float copies and the network's
     activations. Tiled: the image, plus the blender's band of rows (two tile heights of the
-    padded width) and one batch of tiles through the network.
+    padded width) and the larger of the two network calls it makes: one batch of tiles, or
+    the statistics pass over a thumbnail of ``stats_pixels`` (up to 1 Mpx by default: twice
+    a CPU's batch of two 512x512 tiles).
     """
     image = IMAGE_BYTES_PER_PIXEL * height * width
     per_network_pixel = _BATCH_FLOAT_BYTES + ACTIVATION_BYTES_PER_CHANNEL * widest_channels
     if tile is None:
         return image + padded[0] * padded[1] * per_network_pixel
     band = _BAND_TILE_ROWS * tile * padded[1] * _BAND_BYTES_PER_PIXEL
-    batch = tile_batch * min(tile, padded[0]) * min(tile, padded[1]) * per_network_pixel
-    return image + band + batch
+    batch = tile_batch * min(tile, padded[0]) * min(tile, padded[1])
+    return image + band + max(batch, stats_pixels) * per_network_pixel
 
 
 class Reservation:

@@ -188,6 +188,7 @@ class Engine:
             tile=self.options.tile if tiled else None,
             tile_batch=self.tile_batch,
             widest_channels=architecture.ngf if architecture else _UNKNOWN_WIDTH,
+            stats_pixels=self._stats_pixels(height, width) if tiled else 0,
         )
 
     def batch_shape(self, height: int, width: int) -> tuple[int, int] | None:
@@ -237,15 +238,30 @@ class Engine:
             return min(self.options.tile_batch, self.options.max_batch)
         return self.options.max_batch if self.runner.device != "cpu" else _CPU_TILE_BATCH
 
+    def _thumbnail_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The statistics pass's input: the whole padded image when it fits the thumbnail
+        budget (exact: the statistics an untiled pass would use), else a downscaled view."""
+        budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
+        padded = self._padded(height, width)
+        if padded[0] * padded[1] <= budget:
+            return padded
+        rules = self.manifest.input
+        return tiling.thumbnail_shape(
+            height, width, max_pixels=budget, multiple=rules.multiple, min_side=rules.min_side
+        )
+
+    def _stats_pixels(self, height: int, width: int) -> int:
+        """Pixels of the statistics pass a tiled image of this size costs (0: none)."""
+        if not self.runner.shares_stats:
+            return 0
+        rows, cols = self._thumbnail_shape(height, width)
+        return rows * cols
+
     def _thumbnail(self, rgb: np.ndarray, padded: tuple[int, int]) -> np.ndarray:
         """uint8: the whole (padded) image, downscaled to the thumbnail budget when larger."""
-        budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
-        if padded[0] * padded[1] <= budget:  # exact: the statistics an untiled pass would use
+        height, width = self._thumbnail_shape(*rgb.shape[:2])
+        if (height, width) == padded:
             rows = tiling.reflect_indices(rgb.shape[0], padded[0])
             cols = tiling.reflect_indices(rgb.shape[1], padded[1])
             return np.ascontiguousarray(rgb[rows[:, None], cols[None, :]])
-        rules = self.manifest.input
-        height, width = tiling.thumbnail_shape(
-            *rgb.shape[:2], max_pixels=budget, multiple=rules.multiple, min_side=rules.min_side
-        )
         return tiling.thumbnail(rgb, height, width)

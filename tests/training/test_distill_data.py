@@ -63,3 +63,30 @@ def test_folder_images_of_any_size_become_crops_at_random_scales(tmp_path: Path)
     assert len(many) == 18
     assert np.array_equal(many[0], crops[0]) and np.array_equal(many[6], crops[2])
     assert not np.array_equal(many[0], many[2])  # two crops of the 40x60 image
+
+
+def test_recoloured_crops_cover_colours_the_photos_lack(tmp_path: Path) -> None:
+    """With distill_colour, a grey photo's crops come tinted and a colour photo's in other
+    tones, each crop its own seeded draw (and its mirror the same colours); without it, the
+    crops are the photo's own pixels."""
+    from PIL import Image
+
+    from training.distill import training_inputs
+
+    (tmp_path / "trainA").mkdir()
+    ramp = np.tile(np.linspace(30, 220, 32, dtype=np.uint8)[None, :, None], (32, 1, 3))
+    Image.fromarray(ramp).save(tmp_path / "trainA" / "grey.png")  # three equal channels
+    cfg = TrainConfig(model="distill", teacher="t", dataroot=tmp_path, size=32, n_train=1,
+                      flip=True, distill_crops=4, out=tmp_path / "run")  # fmt: skip
+    plain = list(training_inputs(cfg, "AtoB"))
+    assert all(np.array_equal(c, ramp) or np.array_equal(c, ramp[:, ::-1]) for c in plain)
+    recoloured = list(training_inputs(cfg.model_copy(update={"distill_colour": 0.5}), "AtoB"))
+    assert len(recoloured) == 8 and all(c.dtype == np.uint8 for c in recoloured)
+    for crop, mirror in zip(recoloured[::2], recoloured[1::2], strict=True):
+        assert np.array_equal(mirror, crop[:, ::-1])
+        channels = crop.reshape(-1, 3).mean(0)
+        assert channels.max() - channels.min() > 2  # tinted: no longer grey
+    tints = {tuple(np.round(c.reshape(-1, 3).mean(0))) for c in recoloured[::2]}
+    assert len(tints) == 4  # each crop its own light
+    again = list(training_inputs(cfg.model_copy(update={"distill_colour": 0.5}), "AtoB"))
+    assert all(np.array_equal(a, b) for a, b in zip(recoloured, again, strict=True))

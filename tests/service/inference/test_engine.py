@@ -16,6 +16,7 @@ from skimage import data
 from models import build_generator
 from models.manifest import ManifestError
 from service.errors import EngineError
+from service.inference import admission
 from service.inference.engine import Engine, EngineOptions
 from service.inference.image_io import DecodedImage, decode_image, from_network, to_network
 from service.store.model_store import ModelStore, StoredModel
@@ -202,6 +203,20 @@ def test_a_4000x3000_photo_is_translated_in_bounded_tiles(model: StoredModel) ->
     thumbnail, *tiles = calls
     assert thumbnail[0] == 1 and thumbnail[2] * thumbnail[3] <= 1024 * 1024
     assert tiles and all(n <= 4 and h <= 512 and w <= 512 for n, _, h, w in tiles)
+
+
+def test_the_memory_a_tiled_image_reserves_covers_its_statistics_pass(model: StoredModel) -> None:
+    """The statistics pass runs the network on a thumbnail of up to 1 Mpx, twice the pixels of
+    a CPU's batch of two 512x512 tiles: the reservation was sized by the tile batch alone (an
+    under-reservation of ~0.7 GB for a real ResNet-9 at width 64)."""
+    engine = Engine(model, "AtoB", EngineOptions(device="cpu"))  # 1 Mpx thumbnail, 2 tiles
+    architecture = model.manifest.architecture
+    assert architecture is not None and engine.runner.shares_stats
+    per_network_pixel = 24 + admission.ACTIVATION_BYTES_PER_CHANNEL * architecture.ngf
+    thumbnail = 1000 * 1000  # the largest 4:3 view of 4000x3000 within 1 Mpx
+    assert engine.working_bytes(3000, 4000) >= 4000 * 3000 * 16 + thumbnail * per_network_pixel
+    smaller = Engine(model, "AtoB", EngineOptions(device="cpu", thumbnail_pixels=256 * 256))
+    assert smaller.working_bytes(3000, 4000) < engine.working_bytes(3000, 4000)
 
 
 def test_precision_the_model_lacks_is_a_clear_error(model: StoredModel) -> None:
