@@ -148,7 +148,8 @@ def source_images(cfg: TrainConfig, split: str, direction: str) -> Iterator[np.n
 def training_inputs(cfg: TrainConfig, direction: str) -> Iterator[np.ndarray]:
     """What the student trains on: each training image at a random scale between the training
     crop and its own size (the range of sizes the domain comes in), a random size x size crop
-    of it, and (with `flip`) that crop mirrored too; `distill_crops` such crops per image.
+    of it, with `distill_colour` under another light (:func:`_recoloured`), and (with `flip`)
+    that crop mirrored too; `distill_crops` such crops per image.
 
     The teacher is run on exactly these inputs. Cropping or mirroring its output instead would
     be wrong: instance norm sees the whole input, padding sees its border, and a transposed
