@@ -157,7 +157,10 @@ def test_a_clip_longer_than_the_visibility_timeout_runs_once(
             model_store,
             broker_url=redis_server.url,
             jobs_dir=tmp_path / "jobs",
-            visibility_timeout_s=1,
+            # the run's lease is a third of this, renewed every ninth: at 1 s (a 0.33 s lease)
+            # a renewal delayed 0.22 s by a loaded machine let the lease lapse under the live
+            # run, and the copy took it for dead (a full-suite run failed so); 3 s: 0.67 s
+            visibility_timeout_s=3,
             failpoints=failpoints(held.failpoint("batch", times=1)),
         )
         worker = worker_process(env, log, "w0")
