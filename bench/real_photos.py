@@ -142,7 +142,7 @@ def measure_seams(
             seconds = time.perf_counter() - start
             reserved = engine.working_bytes(SEAM_SIDE, SEAM_SIDE)
             rows.append({"model": subject.name, "side": SEAM_SIDE,
-                         "thumbnail_pixels": budget or engine.options.max_untiled_pixels,
+                         "thumbnail_pixels": engine.options.thumbnail_budget,
                          "psnr_db": psnr(tiled, untiled),
                          "max_abs": int(np.abs(tiled.astype(int) - untiled).max()),
                          "tiled_s": seconds,

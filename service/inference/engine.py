@@ -241,7 +241,7 @@ class Engine:
     def _thumbnail_shape(self, height: int, width: int) -> tuple[int, int]:
         """The statistics pass's input: the whole padded image when it fits the thumbnail
         budget (exact: the statistics an untiled pass would use), else a downscaled view."""
-        budget = self.options.thumbnail_pixels or self.options.max_untiled_pixels
+        budget = self.options.thumbnail_budget
         padded = self._padded(height, width)
         if padded[0] * padded[1] <= budget:
             return padded

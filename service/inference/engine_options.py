@@ -27,6 +27,11 @@ class EngineOptions:
     compile: bool = False  # torch: torch.compile the generator
     cuda_graphs: bool = False  # torch + compile on CUDA: CUDA graphs (reduce-overhead mode)
 
+    @property
+    def thumbnail_budget(self) -> int:
+        """Pixels the statistics pass of a tiled image may use (its default is here only)."""
+        return self.thumbnail_pixels or self.max_untiled_pixels
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> EngineOptions:
         options = cls(

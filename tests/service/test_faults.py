@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -393,7 +395,55 @@ def test_a_poison_image_in_an_embedded_job_ends_after_the_server_restarts(
         _check_poison_recorded(server.url, job_id, good, model_store)
 
 
-# --- a request whose worker died and that Redis never hands out again -------------------------
+# --- one request held at a gate in its worker, while the fault happens ------------------------
+
+
+@dataclass
+class _HeldRequest:
+    """A private Redis, one worker whose batch waits at `held`, an API, and one request to it
+    in flight (posted by `asking`, its answer in `answers`)."""
+
+    path: Path  # the photo asked for
+    redis_server: LocalRedis
+    env: dict[str, str]
+    worker: subprocess.Popen[bytes]
+    server: Server
+    answers: list[httpx.Response]
+    asking: threading.Thread
+
+
+def _request_held_in_a_worker(
+    stack: ExitStack,
+    model_store: Path,
+    tmp_path: Path,
+    make_redis: Callable[..., LocalRedis],
+    held: Gate,
+    worker_log: Path,
+    *,
+    times: int | None = None,
+) -> _HeldRequest:
+    """Everything on `stack`; returns once the request's batch has reached `held` (the first
+    `times` batches wait there; all of them when None)."""
+    (path,) = photos(tmp_path / "in", 1)
+    redis_server, env = stack.enter_context(
+        distributed(
+            model_store,
+            tmp_path,
+            make_redis,
+            visibility_timeout_s=2,
+            request_timeout_s=PATIENT_S,
+        )
+    )
+    gate = held.failpoint("batch") if times is None else held.failpoint("batch", times=times)
+    worker = worker_process({**env, "UNPAIRED_FAILPOINTS": failpoints(gate)}, worker_log, "w0")
+    stack.callback(stop_process, worker)
+    server = stack.enter_context(running_server(env, tmp_path / "api.log"))
+    wait_for_workers(server.url, 1, processes=[worker])
+    answers: list[httpx.Response] = []
+    asking = threading.Thread(target=lambda: answers.extend(_post_all(server.url, [path])))
+    asking.start()
+    held.wait_reached()
+    return _HeldRequest(path, redis_server, env, worker, server, answers, asking)
 
 
 def test_a_request_orphaned_by_a_dead_worker_is_published_again_and_answered(
@@ -402,39 +452,20 @@ def test_a_request_orphaned_by_a_dead_worker_is_published_again_and_answered(
     """Its worker is SIGKILLed with it in hand, and kombu's record of unacknowledged messages
     is gone (as once happened in this suite: a request never redelivered, 504 at its
     deadline). The API finds it received, not running and not answered, and sends it again."""
-    (path,) = photos(tmp_path / "in", 1)
     held = Gate(tmp_path / "held")  # the doomed worker's batch waits here, never let go
     with ExitStack() as stack:
-        redis_server, env = stack.enter_context(
-            distributed(
-                model_store,
-                tmp_path,
-                make_redis,
-                visibility_timeout_s=2,
-                request_timeout_s=PATIENT_S,
-            )
+        run = _request_held_in_a_worker(
+            stack, model_store, tmp_path, make_redis, held, tmp_path / "w0.log"
         )
-        doomed = worker_process(
-            {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("batch"))},
-            tmp_path / "doomed.log",
-            "doomed",
-        )
-        stack.callback(stop_process, doomed)
-        server = stack.enter_context(running_server(env, tmp_path / "api.log"))
-        wait_for_workers(server.url, 1, processes=[doomed])
-        answers: list[httpx.Response] = []
-        asking = threading.Thread(target=lambda: answers.extend(_post_all(server.url, [path])))
-        asking.start()
-        held.wait_reached()
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait()
-        client = redis.Redis.from_url(redis_server.url)
+        run.worker.send_signal(signal.SIGKILL)
+        run.worker.wait()
+        client = redis.Redis.from_url(run.redis_server.url)
         client.delete("unacked", "unacked_index")  # kombu's redelivery record: lost
         client.close()
-        stack.enter_context(running_workers(env, tmp_path, count=1))
-        asking.join(PATIENT_S + 30)
-    assert [a.status_code for a in answers] == [200], [a.text for a in answers]
-    assert [a.content for a in answers] == expected_outputs(model_store, [path])
+        stack.enter_context(running_workers(run.env, tmp_path, count=1))
+        run.asking.join(PATIENT_S + 30)
+    assert [a.status_code for a in run.answers] == [200], [a.text for a in run.answers]
+    assert [a.content for a in run.answers] == expected_outputs(model_store, [run.path])
     assert "lost with a worker that died" in (tmp_path / "api.log").read_text()
 
 
@@ -450,38 +481,21 @@ def test_a_worker_that_loses_redis_while_acknowledging_lives_on(
     AttributeError that Celery calls unrecoverable: the worker exited. Now it reconnects and
     serves on. (The request in flight is answered, but not always with its image: see
     docs/benchmarks.md, "Faults and what survives them".)"""
-    (path,) = photos(tmp_path / "in", 1)
     held = Gate(tmp_path / "held")  # the request's batch waits here while Redis goes away
     log = tmp_path / "worker.log"
     with ExitStack() as stack:
-        redis_server, env = stack.enter_context(
-            distributed(
-                model_store,
-                tmp_path,
-                make_redis,
-                visibility_timeout_s=2,
-                request_timeout_s=PATIENT_S,
-            )
+        run = _request_held_in_a_worker(
+            stack, model_store, tmp_path, make_redis, held, log, times=1
         )
-        worker = worker_process(
-            {**env, "UNPAIRED_FAILPOINTS": failpoints(held.failpoint("batch", times=1))}, log, "w0"
-        )
-        stack.callback(stop_process, worker)
-        server = stack.enter_context(running_server(env, tmp_path / "api.log"))
-        wait_for_workers(server.url, 1, processes=[worker])
-        in_flight: list[httpx.Response] = []
-        asking = threading.Thread(target=lambda: in_flight.extend(_post_all(server.url, [path])))
-        asking.start()
-        held.wait_reached()
-        redis_server.stop()
+        run.redis_server.stop()
         held.open()  # the request finishes; its result and acknowledgement meet no Redis
         wait_until(lambda: "Connection to broker lost" in log.read_text(), "the worker noticed")
-        redis_server.start()
-        wait_for_workers(server.url, 1, processes=[worker])  # the same process, reconnected
-        asking.join(PATIENT_S + 30)
-        served = _post_all(server.url, [path])
-        assert worker.poll() is None, log.read_text()[-3000:]
+        run.redis_server.start()
+        wait_for_workers(run.server.url, 1, processes=[run.worker])  # the same, reconnected
+        run.asking.join(PATIENT_S + 30)
+        served = _post_all(run.server.url, [run.path])
+        assert run.worker.poll() is None, log.read_text()[-3000:]
     assert "Unrecoverable error" not in log.read_text()
-    assert len(in_flight) == 1  # answered, not left hanging
+    assert len(run.answers) == 1  # answered, not left hanging
     assert [a.status_code for a in served] == [200], [a.text for a in served]
-    assert [a.content for a in served] == expected_outputs(model_store, [path])
+    assert [a.content for a in served] == expected_outputs(model_store, [run.path])
